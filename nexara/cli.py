@@ -1,0 +1,194 @@
+"""The ``nexara`` command line. Sub-commands import their runtime (Ray, torch) lazily so that
+``nexara config validate`` stays instant. Every NexaraError ends as one readable line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from nexara.errors import NexaraError
+
+log = logging.getLogger("nexara")
+
+
+def _cfg(args: argparse.Namespace):  # noqa: ANN202 - avoid importing pydantic types at module level
+    from nexara.config import load_config
+
+    return load_config(args.config)
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from nexara.config import load_config
+
+    path = args.path or args.config
+    load_config(path)
+    sys.stdout.write(f"config OK: {path or os.environ.get('NEXARA_CONFIG') or 'ray_config.yaml (default)'}\n")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from nexara.config import dump_config, load_config
+
+    sys.stdout.write(dump_config(load_config(args.path or args.config)))
+    return 0
+
+
+# --- media / models -----------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from nexara.errors import MediaError
+    from nexara.media import probe
+
+    rc = 0
+    for src in args.sources:
+        try:
+            info = probe(src, timeout_s=args.timeout)
+            sys.stdout.write(json.dumps({"path": src, **asdict(info)}) + "\n")
+        except MediaError as exc:
+            sys.stdout.write(json.dumps({"path": src, "error": exc.code, "reason": exc.reason}) + "\n")
+            rc = 1
+    return rc
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from nexara.backbones import get_spec, list_backbones
+
+    for name in list_backbones():
+        spec = get_spec(name)
+        sys.stdout.write(f"{name:<22} input {spec.size_hw[0]}x{spec.size_hw[1]} {spec.resize:<11} spec {spec.hash()}\n")
+    return 0
+
+
+# --- dataset / features -------------------------------------------------------------------------
+
+
+def cmd_dataset_scan(args: argparse.Namespace) -> int:
+    from training.manifest import (
+        balance_report,
+        build_manifest,
+        entries_from_csv,
+        entries_from_dir,
+        write_manifest,
+    )
+
+    cfg = _cfg(args)
+    ds_cfg = cfg.dataset
+    split = ds_cfg.split.model_copy(
+        update={k: v for k, v in (("folds", args.folds), ("seed", args.seed)) if v is not None}
+    )
+    ds_cfg = ds_cfg.model_copy(update={"split": split})
+    if args.csv:
+        entries = entries_from_csv(Path(args.csv), ds_cfg, root=Path(args.dir) if args.dir else None)
+    else:
+        if not args.dir:
+            raise NexaraError("dataset scan needs DIR or --csv FILE")
+        entries = entries_from_dir(Path(args.dir), ds_cfg, source_regex=args.source_regex)
+    table = build_manifest(entries, ds_cfg, timeout_s=cfg.media.read_timeout_s)
+    write_manifest(table, Path(args.out))
+    n_err = sum(e is not None for e in table.column("error").to_pylist())
+    dupes = len(entries) - table.num_rows
+    sys.stdout.write(f"manifest: {args.out} ({table.num_rows} clips, {dupes} duplicate(s) dropped, {n_err} unreadable)\n")
+    sys.stdout.write(balance_report(table) + "\n")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from training.features import extract_features
+    from training.runtime import init_ray
+
+    cfg = _cfg(args)
+    if args.backbone:
+        cfg.model.backbone = args.backbone
+    started = init_ray(cfg.ray)
+    try:
+        stats = extract_features(Path(args.manifest), Path(args.out), cfg, limit=args.limit)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    sys.stdout.write(
+        f"features: {args.out}: {stats.extracted} extracted, {stats.skipped} already stored, "
+        f"{stats.failed} failed (see {Path(args.out) / '_errors.parquet'}); "
+        f"{stats.clips_per_s:.2f} clips/s, {stats.frames_per_s:.1f} frames/s over {stats.wall_s:.1f} s\n"
+    )
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nexara", description="NexaraVision: violence detection on Ray")
+    p.add_argument("--config", help="ray_config.yaml to use (default: $NEXARA_CONFIG or ./ray_config.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("config", help="validate or show the configuration")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cv = csub.add_parser("validate", help="exit non-zero naming the bad key and line")
+    cv.add_argument("path", nargs="?")
+    cv.set_defaults(func=cmd_config_validate)
+    cs = csub.add_parser("show", help="print the resolved config with defaults")
+    cs.add_argument("path", nargs="?")
+    cs.set_defaults(func=cmd_config_show)
+
+    pr = sub.add_parser("probe", help="print video metadata as JSON lines")
+    pr.add_argument("sources", nargs="+")
+    pr.add_argument("--timeout", type=float, default=10.0)
+    pr.set_defaults(func=cmd_probe)
+
+    b = sub.add_parser("backbones", help="list registered frame backbones")
+    b.set_defaults(func=cmd_backbones)
+
+    d = sub.add_parser("dataset", help="dataset manifests")
+    dsub = d.add_subparsers(dest="dataset_command", required=True)
+    sc = dsub.add_parser("scan", help="folder of class sub-folders (or --csv) -> Parquet manifest")
+    sc.add_argument("dir", nargs="?", help="root with class sub-folders (or the clip root for --csv)")
+    sc.add_argument("--out", required=True, help="manifest .parquet to write")
+    sc.add_argument("--csv", help="clip,label,source CSV (clip paths relative to DIR or to the CSV)")
+    sc.add_argument("--folds", type=int, help="k grouped folds instead of train/val/test fractions")
+    sc.add_argument("--seed", type=int, help="split seed")
+    sc.add_argument("--source-regex", help="regex on file names whose group 1 names the source recording")
+    sc.set_defaults(func=cmd_dataset_scan)
+
+    f = sub.add_parser("features", help="extract backbone features for a manifest with Ray Data")
+    f.add_argument("manifest")
+    f.add_argument("--out", required=True, help="feature store folder (Parquet dataset)")
+    f.add_argument("--backbone", help="override model.backbone")
+    f.add_argument("--limit", type=int, help="only the first N clips")
+    f.set_defaults(func=cmd_features)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        return int(args.func(args))
+    except NexaraError as exc:
+        sys.stderr.write(f"nexara: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("nexara: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

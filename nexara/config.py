@@ -1,0 +1,264 @@
+"""The one runtime configuration: ``ray_config.yaml`` validated by a pydantic schema.
+
+Every model forbids unknown keys and documents each field with its bounds. Errors name the key path and
+the line in the YAML file. ``${ENV}`` substitution is allowed only in fields marked as secrets or URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nexara.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "ray_config.yaml"
+ENV_VAR = "NEXARA_CONFIG"
+
+ResizePolicy = Literal["squash", "letterbox", "center_crop"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MediaConfig(_Model):
+    """How videos are decoded and sampled."""
+
+    frames_per_clip: int = Field(16, ge=1, le=512, description="T: frames sampled evenly over a clip (1..512).")
+    resize: ResizePolicy = Field(
+        "squash", description="How frames reach the model input size: squash, letterbox or center_crop."
+    )
+    long_video_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Clips longer than this (seconds) are sampled at `analysis_fps` instead of T even frames.",
+    )
+    analysis_fps: float = Field(
+        4.0, gt=0, le=120, description="Fixed sampling rate (frames/s) for long videos and live streams."
+    )
+    max_frames_long_video: int = Field(
+        256, ge=1, le=100_000, description="Upper bound on frames kept from one long video at `analysis_fps`."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Seconds before an open or a network read gives up (never hang)."
+    )
+
+
+class ModelConfig(_Model):
+    """Which frame backbone turns frames into features."""
+
+    backbone: str = Field("efficientnet_lite0", description="Registered backbone name (`nexara backbones`).")
+    weights: str | None = Field(
+        None, description="Path to a backbone state_dict; default: shipped/offline weights or the hub cache."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA when the worker has a GPU, else CPU."
+    )
+
+
+class SplitConfig(_Model):
+    """Stratified, source-grouped split written into the dataset manifest."""
+
+    train: float = Field(0.7, ge=0, le=1, description="Fraction of sources for training (0..1).")
+    val: float = Field(0.15, ge=0, le=1, description="Fraction of sources for validation (0..1).")
+    test: float = Field(0.15, ge=0, le=1, description="Fraction of sources for test (0..1).")
+    folds: int | None = Field(
+        None, ge=2, le=50, description="If set, write k grouped folds (split = 'fold0'..) instead of fractions."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the split.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        if self.folds is None and abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class DatasetConfig(_Model):
+    """How a folder of videos becomes a manifest."""
+
+    label_map: dict[str, int] = Field(
+        default_factory=lambda: {
+            "fight": 1,
+            "fights": 1,
+            "violence": 1,
+            "violent": 1,
+            "nofight": 0,
+            "nofights": 0,
+            "nonviolence": 0,
+            "non-violence": 0,
+            "non_violence": 0,
+            "normal": 0,
+        },
+        description="Class sub-folder name (case-insensitive) -> label (1 violent, 0 not).",
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts"],
+        description="File extensions treated as videos when scanning folders.",
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _labels_binary(self) -> DatasetConfig:
+        bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
+        if bad:
+            raise ValueError(f"label_map values must be 0 or 1, got {bad}")
+        return self
+
+
+class FeaturesConfig(_Model):
+    """Ray Data feature extraction."""
+
+    batch_size: int = Field(16, ge=1, le=4096, description="Frames per backbone batch.")
+    decode_num_cpus: float = Field(
+        0.5, gt=0, le=64, description="CPUs per decode task (must differ from model_num_cpus: Ray fuses equal ones)."
+    )
+    model_num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per backbone actor.")
+    model_num_gpus: float = Field(
+        0.0, ge=0, le=8, description="GPUs per backbone actor (0 = CPU; 1 on a GPU cluster)."
+    )
+    model_actors: int = Field(1, ge=1, le=1024, description="Backbone actor pool size.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads inside each actor.")
+    clips_per_block: int = Field(4, ge=1, le=10_000, description="Clips per Ray Data block (parallelism).")
+
+    @model_validator(mode="after")
+    def _no_fusion(self) -> FeaturesConfig:
+        if self.decode_num_cpus == self.model_num_cpus:
+            raise ValueError(
+                "decode_num_cpus and model_num_cpus must differ: Ray Data fuses stages with equal CPU shares"
+            )
+        return self
+
+
+class RayConfig(_Model):
+    """How the local runtime starts Ray (ignored when attaching to a cluster)."""
+
+    address: str = Field(
+        "local",
+        description="'local' starts a private instance; 'auto' or ray://host:port attaches to a cluster.",
+    )
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of a local instance (default: all).")
+    object_store_memory_mb: int = Field(
+        512, ge=64, le=1_048_576, description="Object store size of a local instance, MiB."
+    )
+    include_dashboard: bool = Field(False, description="Start the Ray dashboard with a local instance.")
+
+
+class NexaraConfig(_Model):
+    """Root of ray_config.yaml."""
+
+    media: MediaConfig = Field(default_factory=MediaConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)  # type: ignore[arg-type]
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
+    ray: RayConfig = Field(default_factory=RayConfig)  # type: ignore[arg-type]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise ConfigError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        lines[str(key)] = key_node.start_mark.line + 1
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(obj: Any, path: tuple[str, ...], table: dict[tuple[str, ...], int]) -> Any:
+    if isinstance(obj, dict):
+        lines = obj.pop("__lines__", {})
+        for k, line in lines.items():
+            table[(*path, k)] = line
+        return {k: _strip_lines(v, (*path, str(k)), table) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strip_lines(v, (*path, str(i)), table) for i, v in enumerate(obj)]
+    return obj
+
+
+def _line_for(loc: tuple[Any, ...], table: dict[tuple[str, ...], int]) -> int | None:
+    parts = tuple(str(p) for p in loc)
+    while parts:
+        if parts in table:
+            return table[parts]
+        parts = parts[:-1]
+    return None
+
+
+def parse_config(text: str, *, source: str = "<string>") -> NexaraConfig:
+    """Validate YAML text; raise ConfigError naming the key and its line."""
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    table: dict[tuple[str, ...], int] = {}
+    data = _strip_lines(raw, (), table)
+    try:
+        return NexaraConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            line = _line_for(err["loc"], table)
+            at = f" (line {line})" if line else ""
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{key}{at}: {msg}")
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from None
+
+
+def load_config(path: str | Path | None = None) -> NexaraConfig:
+    """Load ``path``, else $NEXARA_CONFIG, else the repository's ray_config.yaml, else defaults."""
+    if path is None:
+        env = os.environ.get(ENV_VAR)
+        path = Path(env) if env else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    if path is None:
+        return NexaraConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    return parse_config(p.read_text(encoding="utf-8"), source=str(p))
+
+
+def expand_env(value: str) -> str:
+    """Substitute ${VAR} (for secrets and URLs only); a missing variable is an error naming it."""
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"environment variable {name} is referenced in the config but not set")
+        return os.environ[name]
+
+    return _ENV_RE.sub(repl, value)
+
+
+def dump_config(cfg: NexaraConfig) -> str:
+    """The resolved config (defaults filled in) as YAML."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

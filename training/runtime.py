@@ -1,0 +1,40 @@
+"""Starting or attaching to Ray the same way from the CLI, tests and `ray job submit`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from nexara.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayConfig) -> bool:
+    """Attach to the cluster a job runs on, or start a private local instance.
+
+    Returns True when this call started Ray (so the caller should shut it down). Inside
+    `ray job submit` (RAY_ADDRESS set) or with an explicit address it attaches; with
+    ``address: local`` it never attaches to a stray cluster on the host (plain ``ray.init()`` would, and
+    hangs on a stale one).
+    """
+    if ray.is_initialized():
+        return False
+    env_address = os.environ.get("RAY_ADDRESS")
+    if env_address:
+        log.info("attaching to Ray at RAY_ADDRESS=%s", env_address)
+        ray.init(address=env_address, log_to_driver=True)
+    elif cfg.address != "local":
+        log.info("attaching to Ray at %s", cfg.address)
+        ray.init(address=cfg.address)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
+            include_dashboard=cfg.include_dashboard,
+            log_to_driver=True,
+        )
+    return True
