@@ -1,0 +1,48 @@
+"""Shared fixtures. Markers come from the folder a test lives in (unit, ray, e2e, gpu)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NEXARA_SHARED", REPO.parent / "shared")).resolve()
+CLIPS_DIR = SHARED / "data" / "surveillance-fight"
+CLIPS_CSV = CLIPS_DIR / "clips.csv"
+
+_FOLDER_MARKERS = {"unit", "ray", "e2e", "gpu"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(REPO / "tests")
+        if rel.parts and rel.parts[0] in _FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, rel.parts[0]))
+
+
+@pytest.fixture(scope="session")
+def shared_clips() -> Path:
+    """Folder of the real CCTV clips (read from ../shared, never copied into the project)."""
+    if not CLIPS_CSV.is_file():
+        pytest.skip(f"shared clips not found at {CLIPS_DIR} (set NEXARA_SHARED)")
+    return CLIPS_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One private local Ray instance per test session (never attaches to a cluster on the host)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            object_store_memory=512 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    yield
+    ray.shutdown()
