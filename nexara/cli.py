@@ -16,7 +16,7 @@ from nexara.errors import NexaraError
 log = logging.getLogger("nexara")
 
 
-def _cfg(args: argparse.Namespace):  # noqa: ANN202 - avoid importing pydantic types at module level
+def _cfg(args: argparse.Namespace):
     from nexara.config import load_config
 
     return load_config(args.config)
@@ -98,7 +98,9 @@ def cmd_dataset_scan(args: argparse.Namespace) -> int:
     write_manifest(table, Path(args.out))
     n_err = sum(e is not None for e in table.column("error").to_pylist())
     dupes = len(entries) - table.num_rows
-    sys.stdout.write(f"manifest: {args.out} ({table.num_rows} clips, {dupes} duplicate(s) dropped, {n_err} unreadable)\n")
+    sys.stdout.write(
+        f"manifest: {args.out} ({table.num_rows} clips, {dupes} duplicate(s) dropped, {n_err} unreadable)\n"
+    )
     sys.stdout.write(balance_report(table) + "\n")
     return 0
 

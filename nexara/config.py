@@ -120,9 +120,7 @@ class FeaturesConfig(_Model):
         0.5, gt=0, le=64, description="CPUs per decode task (must differ from model_num_cpus: Ray fuses equal ones)."
     )
     model_num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per backbone actor.")
-    model_num_gpus: float = Field(
-        0.0, ge=0, le=8, description="GPUs per backbone actor (0 = CPU; 1 on a GPU cluster)."
-    )
+    model_num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs per backbone actor (0 = CPU; 1 on a GPU cluster).")
     model_actors: int = Field(1, ge=1, le=1024, description="Backbone actor pool size.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads inside each actor.")
     clips_per_block: int = Field(4, ge=1, le=10_000, description="Clips per Ray Data block (parallelism).")
@@ -208,7 +206,7 @@ def _line_for(loc: tuple[Any, ...], table: dict[tuple[str, ...], int]) -> int | 
 def parse_config(text: str, *, source: str = "<string>") -> NexaraConfig:
     """Validate YAML text; raise ConfigError naming the key and its line."""
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

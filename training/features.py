@@ -107,14 +107,29 @@ class DecodeClip:
                 timeout_s=self.cfg.media.read_timeout_s,
             )
         except MediaError as exc:
-            return {**out, "frames": np.zeros((0, h, w, 3), np.uint8), "times_s": np.zeros(0, np.float32),
-                    "corrupt_packets": 0, "error": exc.reason}
-        except Exception as exc:  # noqa: BLE001 - one bad clip must never abort the run
+            return {
+                **out,
+                "frames": np.zeros((0, h, w, 3), np.uint8),
+                "times_s": np.zeros(0, np.float32),
+                "corrupt_packets": 0,
+                "error": exc.reason,
+            }
+        except Exception as exc:
             log.exception("unexpected decode failure for %s", row["path"])
-            return {**out, "frames": np.zeros((0, h, w, 3), np.uint8), "times_s": np.zeros(0, np.float32),
-                    "corrupt_packets": 0, "error": f"unexpected decode failure: {type(exc).__name__}: {exc}"}
-        return {**out, "frames": clip.frames, "times_s": clip.times_s.astype(np.float32),
-                "corrupt_packets": int(clip.corrupt_packets), "error": ""}
+            return {
+                **out,
+                "frames": np.zeros((0, h, w, 3), np.uint8),
+                "times_s": np.zeros(0, np.float32),
+                "corrupt_packets": 0,
+                "error": f"unexpected decode failure: {type(exc).__name__}: {exc}",
+            }
+        return {
+            **out,
+            "frames": clip.frames,
+            "times_s": clip.times_s.astype(np.float32),
+            "corrupt_packets": int(clip.corrupt_packets),
+            "error": "",
+        }
 
 
 # --- stage 2: backbone (Ray Data actor pool) ----------------------------------------------------
@@ -154,8 +169,10 @@ class BackboneActor:
         for i, n in enumerate(lengths):
             per_clip[i] = feats[start : start + n]
             start += n
-        result = {k: batch[k] for k in ("path", "content_hash", "label", "source", "split", "times_s",
-                                        "corrupt_packets", "error")}
+        result = {
+            k: batch[k]
+            for k in ("path", "content_hash", "label", "source", "split", "times_s", "corrupt_packets", "error")
+        }
         result["features"] = per_clip
         return result
 
@@ -186,7 +203,9 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def _feature_rows(batch: dict[str, np.ndarray], backbone: str, prep_hash: str, t_cfg: int) -> tuple[pa.Table, list[dict[str, str]]]:
+def _feature_rows(
+    batch: dict[str, np.ndarray], backbone: str, prep_hash: str, t_cfg: int
+) -> tuple[pa.Table, list[dict[str, str]]]:
     rows, errors = [], []
     for i in range(len(batch["path"])):
         err = str(batch["error"][i])
@@ -276,8 +295,13 @@ def extract_features(
     ]
     todo = [r for r in rows if not r.get("error") and r["content_hash"] not in done]
     skipped = sum(1 for r in rows if not r.get("error") and r["content_hash"] in done)
-    log.info("%d clips in manifest: %d already stored, %d to extract, %d unreadable at scan",
-             len(rows), skipped, len(todo), len(errors))
+    log.info(
+        "%d clips in manifest: %d already stored, %d to extract, %d unreadable at scan",
+        len(rows),
+        skipped,
+        len(todo),
+        len(errors),
+    )
     extracted = frames = 0
     if todo:
         fc = cfg.features
@@ -311,10 +335,20 @@ def extract_features(
                 extracted += tbl.num_rows
                 frames += int(sum(tbl.column("num_frames").to_pylist()))
             elapsed = time.perf_counter() - t_loop
-            log.info("features: %d/%d clips, %.2f clips/s, %.1f frames/s, %d failed",
-                     extracted + len(errors), len(todo) + len(errors), extracted / elapsed, frames / elapsed, len(errors))
+            log.info(
+                "features: %d/%d clips, %.2f clips/s, %.1f frames/s, %d failed",
+                extracted + len(errors),
+                len(todo) + len(errors),
+                extracted / elapsed,
+                frames / elapsed,
+                len(errors),
+            )
     _write_atomic(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), out_dir / ERRORS_FILE)
     return FeatureRunStats(
-        total=len(rows), skipped=skipped, extracted=extracted, failed=len(errors), frames=frames,
+        total=len(rows),
+        skipped=skipped,
+        extracted=extracted,
+        failed=len(errors),
+        frames=frames,
         wall_s=time.perf_counter() - start,
     )

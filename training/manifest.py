@@ -62,9 +62,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def entries_from_dir(
-    root: Path, cfg: DatasetConfig, *, source_regex: str | None = None
-) -> list[ClipEntry]:
+def entries_from_dir(root: Path, cfg: DatasetConfig, *, source_regex: str | None = None) -> list[ClipEntry]:
     """Class sub-folders (names looked up case-insensitively in ``cfg.label_map``) holding videos.
 
     Without ``source_regex`` every clip is its own group; with it, group 1 of the regex applied to the
@@ -152,23 +150,45 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig) -> n
         for i, (_, idx) in enumerate(sgkf.split(np.zeros(len(labels)), labels, groups)):
             out[idx] = f"fold{i}"
         return out
-    k = min(20, n_groups)
-    if k < 2:
-        out[:] = "train"
-        return out
-    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cfg.seed)
-    folds = [idx for _, idx in sgkf.split(np.zeros(len(labels)), labels, groups)]
-    n_val = round(cfg.val * k)
-    n_test = round(cfg.test * k)
-    if cfg.val > 0:
-        n_val = max(1, n_val)
-    if cfg.test > 0:
-        n_test = max(1, n_test)
-    names = ["test"] * n_test + ["val"] * n_val
-    names += ["train"] * (k - len(names))
-    for name, idx in zip(names, folds, strict=True):
-        out[idx] = name
-    return out
+    fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
+    names = [n for n, f in fractions.items() if f > 0]
+    if n_groups < len(names):
+        raise ManifestError(f"need at least {len(names)} distinct sources for {names}, got {n_groups}")
+    return _greedy_group_split(labels, groups, {n: fractions[n] for n in names}, cfg.seed)
+
+
+def _greedy_group_split(
+    labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float], seed: int, restarts: int = 64
+) -> np.ndarray:
+    """Assign whole groups to splits so each split's per-class counts approach its fraction of the total.
+
+    Greedy (largest groups first, each to the split with the largest remaining per-class deficit), with
+    seeded restarts that shuffle the order of equal-size groups; the lowest squared error wins.
+    """
+    uniq, inverse = np.unique(groups.astype(str), return_inverse=True)
+    classes = np.unique(labels)
+    counts = np.stack([np.bincount(inverse[labels == c], minlength=len(uniq)) for c in classes], axis=1)
+    names = list(fractions)
+    target = np.array([fractions[n] for n in names])[:, None] * counts.sum(axis=0)[None, :]
+    rng = np.random.default_rng(seed)
+    best: tuple[float, np.ndarray] | None = None
+    for _ in range(restarts):
+        order = np.lexsort((rng.random(len(uniq)), -counts.sum(axis=1)))
+        filled = np.zeros_like(target)
+        assign = np.empty(len(uniq), dtype=np.int64)
+        for g in order:
+            deficit = ((target - filled) * counts[g][None, :]).sum(axis=1) / max(counts[g].sum(), 1)
+            gain = ((target - filled) ** 2).sum(axis=1) - ((target - filled - counts[g][None, :]) ** 2).sum(axis=1)
+            choice = int(np.argmax(gain + 1e-6 * deficit))
+            assign[g] = choice
+            filled[choice] += counts[g]
+        err = float(((target - filled) ** 2).sum())
+        if any(filled[i].sum() == 0 for i in range(len(names))):
+            err += 1e12  # every split must hold something
+        if best is None or err < best[0]:
+            best = (err, assign.copy())
+    assert best is not None
+    return np.array([names[i] for i in best[1][inverse]], dtype=object)
 
 
 def build_manifest(

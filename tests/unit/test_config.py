@@ -40,7 +40,7 @@ def test_out_of_bounds_value_named_with_line() -> None:
 def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="must differ"):
         parse_config("features:\n  decode_num_cpus: 0.5\n  model_num_cpus: 0.5\n")
-    with pytest.raises(ConfigError, match="must be 1.0"):
+    with pytest.raises(ConfigError, match=r"must be 1\.0"):
         parse_config("dataset:\n  split: {train: 0.5, val: 0.1, test: 0.1}\n")
 
 
