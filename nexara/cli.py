@@ -128,6 +128,88 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- training / evaluation ---------------------------------------------------------------------
+
+
+def _with_ray(cfg, fn):
+    from training.runtime import init_ray
+
+    started = init_ray(cfg.ray)
+    try:
+        return fn()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.ensemble import cv_table
+    from training.pipeline import run_evaluate
+
+    cfg = _cfg(args)
+    k = args.cv or cfg.training.cv_folds
+    cv = _with_ray(cfg, lambda: run_evaluate(Path(args.features), Path(args.out), cfg, k=k))
+    sys.stdout.write(cv_table(cv) + "\n")
+    sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {cv.wall_s:.0f} s)\n")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from training.ensemble import cv_table
+    from training.pipeline import run_train
+
+    cfg = _cfg(args)
+    if args.storage:
+        cfg.training.storage_path = args.storage
+    k = args.cv or cfg.training.cv_folds
+    version = args.version or time.strftime("%Y%m%d-%H%M%S")
+    cv, manifest = _with_ray(cfg, lambda: run_train(Path(args.features), Path(args.out), cfg, k=k, version=version))
+    sys.stdout.write(cv_table(cv) + "\n")
+    sys.stdout.write(
+        f"model {manifest.version}: {Path(args.out)} ({len(manifest.members)} members, threshold "
+        f"{manifest.threshold:.3f}, temperature {manifest.temperature:.2f})\n"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nexara.predict import Predictor, expand_inputs
+
+    cfg = _cfg(args)
+    inputs = expand_inputs(args.inputs, cfg.dataset.extensions)
+    if not inputs:
+        raise NexaraError("no inputs: give video files or directories holding videos")
+    if len(inputs) >= args.ray_threshold:
+        from training.batch_predict import predict_with_ray
+
+        records = _with_ray(cfg, lambda: predict_with_ray(inputs, cfg, model_dir=args.model))
+    else:
+        predictor = Predictor(args.model, weights=cfg.model.weights, read_timeout_s=cfg.media.read_timeout_s)
+        records = predictor.predict_many(inputs)
+    rc = 0
+    for rec in records:
+        if "error" in rec:
+            rc = 1
+        if args.format == "jsonl":
+            sys.stdout.write(json.dumps(rec) + "\n")
+        elif "error" in rec:
+            sys.stdout.write(f"{rec['path']}: ERROR {rec['error']}: {rec['reason']}\n")
+        else:
+            verdict = "VIOLENT" if rec["violent"] else "ok"
+            sys.stdout.write(
+                f"{rec['path']}: {verdict:<7} p={rec['violence_probability']:.3f} {rec['confidence']:<6} "
+                f"({rec['frames_used']} frames, {rec['latency_ms']:.0f} ms)\n"
+            )
+        sys.stdout.flush()
+    if rc:
+        sys.stderr.write("nexara: some inputs could not be read (see the error records above)\n")
+    return rc
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -171,6 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--backbone", help="override model.backbone")
     f.add_argument("--limit", type=int, help="only the first N clips")
     f.set_defaults(func=cmd_features)
+
+    ev = sub.add_parser("evaluate", help="grouped K-fold CV of every member, the ensemble and the baseline")
+    ev.add_argument("features", help="feature store folder from `nexara features`")
+    ev.add_argument("--cv", type=int, help="K (default training.cv_folds)")
+    ev.add_argument("--out", default="runs/evaluate", help="report folder (report.md/json + PNG plots)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="CV, then Ray Train every member on all clips, then export a model")
+    tr.add_argument("features", help="feature store folder from `nexara features`")
+    tr.add_argument("--out", required=True, help="model folder to write (manifest.json + member weights)")
+    tr.add_argument("--cv", type=int, help="K of the CV that calibrates the ensemble (default training.cv_folds)")
+    tr.add_argument("--storage", help="Ray Train storage path (local folder or cloud URI)")
+    tr.add_argument("--version", help="model version string (default: a timestamp)")
+    tr.set_defaults(func=cmd_train)
+
+    pd = sub.add_parser("predict", help="violence probability for video files or directories")
+    pd.add_argument("inputs", nargs="+")
+    pd.add_argument("--model", help="model folder (default: the shipped model)")
+    pd.add_argument("--format", choices=["jsonl", "text"], default="text")
+    pd.add_argument("--ray-threshold", type=int, default=16, help="use Ray Data from this many inputs on")
+    pd.set_defaults(func=cmd_predict)
     return p
 
 

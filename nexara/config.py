@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nexara.errors import ConfigError
+from nexara.training_config import MemberConfig, TrainConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 ENV_VAR = "NEXARA_CONFIG"
@@ -148,6 +149,56 @@ class RayConfig(_Model):
     include_dashboard: bool = Field(False, description="Start the Ray dashboard with a local instance.")
 
 
+def _default_members() -> list[MemberConfig]:
+    return [
+        MemberConfig(name="stats", head="stats", motion=True),
+        MemberConfig(name="attention", head="attention", motion=True),
+        MemberConfig(name="conv1d", head="conv1d", motion=True),
+        MemberConfig(name="bigru", head="bigru", motion=True),
+        MemberConfig(name="hybrid", head="hybrid", motion=True),
+    ]
+
+
+class TrainingSection(_Model):
+    """Ensemble training, evaluation and export (`nexara train`, `nexara evaluate`)."""
+
+    members: list[MemberConfig] = Field(
+        default_factory=_default_members, min_length=1, description="Ensemble members (head + arguments)."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")  # type: ignore[arg-type]
+    cv_folds: int = Field(5, ge=2, le=50, description="K of the grouped cross-validation (2..50).")
+    inner_val_frac: float = Field(
+        0.2, gt=0, lt=0.5, description="Share of a fold's training sources held out for early stopping/calibration."
+    )
+    weight_shrinkage: float = Field(
+        0.1, ge=0, le=1, description="Ensemble weights are shrunk this much toward uniform (0..1)."
+    )
+    threshold_mode: Literal["max_f1", "fpr"] = Field(
+        "max_f1", description="Decision threshold: best F1 on validation, or the best recall at target_fpr."
+    )
+    target_fpr: float = Field(0.05, gt=0, lt=1, description="False-positive-rate budget for threshold_mode fpr.")
+    tiers: dict[str, float] = Field(
+        default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65},
+        description="Confidence tiers: P(decided class) >= value; LOW below every tier.",
+    )
+    storage_path: str = Field(
+        "runs/ray_results", description="Ray Train checkpoints and results: a local folder or a cloud URI."
+    )
+    member_num_cpus: float = Field(1.0, gt=0, le=64, description="CPUs per member fit (Ray task / Train worker).")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per member fit.")
+    use_gpu: bool = Field(False, description="Train members on GPU workers (one GPU each).")
+    seed: int = Field(0, ge=0, description="Seed of the CV folds and inner splits.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingSection:
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+        if any(not 0 < v <= 1 for v in self.tiers.values()):
+            raise ValueError("tier values must be in (0, 1]")
+        return self
+
+
 class NexaraConfig(_Model):
     """Root of ray_config.yaml."""
 
@@ -156,6 +207,7 @@ class NexaraConfig(_Model):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)  # type: ignore[arg-type]
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
     ray: RayConfig = Field(default_factory=RayConfig)  # type: ignore[arg-type]
+    training: TrainingSection = Field(default_factory=TrainingSection)  # type: ignore[arg-type]
 
 
 # --- loading -----------------------------------------------------------------------------------

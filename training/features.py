@@ -113,6 +113,7 @@ class DecodeClip:
                 "times_s": np.zeros(0, np.float32),
                 "corrupt_packets": 0,
                 "error": exc.reason,
+                "error_code": exc.code,
             }
         except Exception as exc:
             log.exception("unexpected decode failure for %s", row["path"])
@@ -122,6 +123,7 @@ class DecodeClip:
                 "times_s": np.zeros(0, np.float32),
                 "corrupt_packets": 0,
                 "error": f"unexpected decode failure: {type(exc).__name__}: {exc}",
+                "error_code": "decode_failed",
             }
         return {
             **out,
@@ -129,6 +131,7 @@ class DecodeClip:
             "times_s": clip.times_s.astype(np.float32),
             "corrupt_packets": int(clip.corrupt_packets),
             "error": "",
+            "error_code": "",
         }
 
 
@@ -171,7 +174,17 @@ class BackboneActor:
             start += n
         result = {
             k: batch[k]
-            for k in ("path", "content_hash", "label", "source", "split", "times_s", "corrupt_packets", "error")
+            for k in (
+                "path",
+                "content_hash",
+                "label",
+                "source",
+                "split",
+                "times_s",
+                "corrupt_packets",
+                "error",
+                "error_code",
+            )
         }
         result["features"] = per_clip
         return result

@@ -1,0 +1,92 @@
+"""The voting ensemble: temporal heads from a model manifest scoring (N, T, D) frame features.
+
+Shared by ``nexara predict``, the training exporter's self-check and the Serve ensemble deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nexara.backbones import PreprocessSpec
+from nexara.errors import ModelError
+from nexara.heads import TemporalHead, create_head
+from nexara.metrics import apply_temperature, confidence_tier, k_of_n_vote, logit, majority_vote, soft_vote
+from nexara.model_manifest import ModelManifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleOutput:
+    probability: np.ndarray  # (N,) calibrated P(violence)
+    violent: np.ndarray  # (N,) bool at the manifest threshold
+    confidence: np.ndarray  # (N,) str tier
+    member_probs: np.ndarray  # (N, M)
+
+
+class EnsembleModel:
+    """Members, weights, calibration and threshold from a manifest folder."""
+
+    def __init__(self, folder: str | Path, *, device: str = "cpu") -> None:
+        self.folder = Path(folder)
+        self.manifest: ModelManifest = read_manifest(self.folder)
+        self.device = torch.device(device)
+        self.members: list[TemporalHead] = []
+        for m in self.manifest.members:
+            head = create_head(**m.head_config)
+            state = torch.load(self.folder / m.weights_file, map_location="cpu", weights_only=True)
+            try:
+                head.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelError(f"member {m.name}: weights do not fit its head config: {exc}") from None
+            self.members.append(head.to(self.device).eval())
+        self.weights = np.asarray(self.manifest.weights, dtype=np.float64)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.manifest.members]
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        p = self.manifest.preprocessing
+        return PreprocessSpec(size_hw=p.size_hw, mean=p.mean, std=p.std, resize=p.resize)
+
+    def check_backbone(self, backbone: str, spec_hash: str) -> None:
+        """Fail at start-up when features would come from another backbone or preprocessing."""
+        if backbone != self.manifest.backbone or spec_hash != self.manifest.preprocessing.hash:
+            raise ModelError(
+                f"model {self.manifest.version} expects backbone {self.manifest.backbone} with preprocessing "
+                f"{self.manifest.preprocessing.hash}, got {backbone} with {spec_hash}"
+            )
+
+    @torch.inference_mode()
+    def member_probs(self, feats: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(feats, dtype=np.float32) if not torch.is_tensor(feats) else feats)
+        if x.ndim != 3 or x.shape[-1] != self.manifest.feature_dim:
+            raise ModelError(f"expected features (N, T, {self.manifest.feature_dim}), got {tuple(x.shape)}")
+        x = x.float().to(self.device)
+        cols = [torch.sigmoid(h(x)).float().cpu().numpy() for h in self.members]
+        return np.stack(cols, axis=1)
+
+    def combine(self, member_probs: np.ndarray) -> EnsembleOutput:
+        man = self.manifest
+        raw = soft_vote(member_probs, self.weights)
+        prob = apply_temperature(logit(raw), man.temperature)
+        if man.vote == "soft":
+            violent = prob >= man.threshold
+        elif man.vote == "majority":
+            violent = majority_vote(member_probs, 0.5)
+        else:
+            violent = k_of_n_vote(member_probs, 0.5, k=int(man.vote_k or 1))
+        tiers = confidence_tier(prob, man.threshold, man.tiers)
+        return EnsembleOutput(prob, np.asarray(violent, bool), np.atleast_1d(tiers), member_probs)
+
+    def predict(self, feats: np.ndarray | torch.Tensor) -> EnsembleOutput:
+        return self.combine(self.member_probs(feats))

@@ -1,0 +1,117 @@
+"""The model manifest: the only way trained artifacts reach serving.
+
+A manifest folder holds ``manifest.json`` plus one ``<member>.pt`` state_dict per ensemble member. The
+JSON names the members (head config, weights file and its sha256), the voting rule and weights, the
+calibration temperature, the decision threshold, confidence tiers, the backbone id with its
+preprocessing spec and hash, T, a training-data summary and the cross-validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nexara.errors import ModelError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemberEntry(_Model):
+    name: str
+    head_config: dict[str, Any] = Field(description="create_head(**head_config) rebuilds the module.")
+    weights_file: str = Field(description="state_dict file, relative to the manifest folder.")
+    sha256: str
+    best_epoch: int | None = None
+
+
+class PreprocessingEntry(_Model):
+    size_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: Literal["squash", "letterbox", "center_crop"]
+    channels: str = "rgb"
+    hash: str
+
+
+class ModelManifest(_Model):
+    format_version: int = FORMAT_VERSION
+    version: str = Field(description="Model version string shown in verdicts and /v1/model.")
+    created_utc: str
+    backbone: str
+    preprocessing: PreprocessingEntry
+    frames_per_clip: int = Field(ge=1)
+    feature_dim: int = Field(ge=1)
+    members: list[MemberEntry] = Field(min_length=1)
+    vote: Literal["soft", "majority", "k_of_n"] = "soft"
+    vote_k: int | None = None
+    weights: list[float]
+    temperature: float = Field(gt=0)
+    threshold: float = Field(gt=0, lt=1)
+    tiers: dict[str, float] = Field(default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65})
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    cv_metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelManifest:
+        if len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members")
+        if abs(sum(self.weights) - 1) > 1e-4 or min(self.weights) < 0:
+            raise ValueError("weights must be non-negative and sum to 1")
+        if len({m.name for m in self.members}) != len(self.members):
+            raise ValueError("member names must be unique")
+        if self.vote == "k_of_n" and not (self.vote_k and 1 <= self.vote_k <= len(self.members)):
+            raise ValueError("vote k_of_n needs 1 <= vote_k <= number of members")
+        return self
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(folder: str | Path, *, verify: bool = True) -> ModelManifest:
+    """Load and validate ``folder/manifest.json``; with ``verify`` check every member file's sha256."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE if folder.is_dir() else folder
+    if not path.is_file():
+        raise ModelError(f"model manifest not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = ModelManifest.model_validate(data)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not JSON ({exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ModelError(f"{path}: invalid model manifest: {problems}") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise ModelError(f"{path}: manifest format {manifest.format_version}, this build reads {FORMAT_VERSION}")
+    if verify:
+        for m in manifest.members:
+            wf = path.parent / m.weights_file
+            if not wf.is_file():
+                raise ModelError(f"{path}: member {m.name}: weights file missing: {wf}")
+            if sha256_file(wf) != m.sha256:
+                raise ModelError(f"{path}: member {m.name}: {wf.name} does not match its sha256 in the manifest")
+    return manifest
+
+
+def write_manifest(manifest: ModelManifest, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / MANIFEST_FILE
+    tmp = folder / ("." + MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,129 @@
+"""Clip-level prediction: video -> T sampled frames -> backbone -> voting ensemble -> a JSON-able record.
+
+No Ray here: one input pays only for loading the backbone and the heads. ``training.batch_predict``
+runs many inputs through Ray Data and reuses :meth:`Predictor.record`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexara.backbones import Backbone, create_backbone
+from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+from nexara.errors import MediaError, NexaraError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts", ".flv", ".wmv")
+
+
+def expand_inputs(inputs: Iterable[str], extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[str]:
+    """Directories expand (recursively, sorted) to their video files; anything else is kept as given."""
+    exts = {e.lower() for e in extensions}
+    out: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            if not found:
+                log.warning("%s: directory holds no video files (%s)", p, ", ".join(sorted(exts)))
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def make_record(
+    model: EnsembleModel, path: str, feats: np.ndarray, *, frames_used: int, duration_s: float | None, latency_s: float
+) -> dict[str, Any]:
+    """The JSON record of one scored clip (same shape for the CLI and the HTTP API)."""
+    out = model.predict(feats[None])
+    return {
+        "path": path,
+        "violence_probability": round(float(out.probability[0]), 6),
+        "violent": bool(out.violent[0]),
+        "confidence": str(out.confidence[0]),
+        "threshold": model.manifest.threshold,
+        "members": {n: round(float(p), 6) for n, p in zip(model.names, out.member_probs[0], strict=True)},
+        "frames_used": int(frames_used),
+        "duration_s": None if duration_s is None else round(float(duration_s), 3),
+        "latency_ms": round(latency_s * 1000, 1),
+        "model_version": model.manifest.version,
+    }
+
+
+class Predictor:
+    """A loaded model (manifest folder) and the backbone it was trained on."""
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        weights: str | None = None,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        self.model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR, device=device)
+        man = self.model.manifest
+        self.backbone: Backbone = create_backbone(man.backbone, weights=weights, device=device)
+        self.model.check_backbone(man.backbone, self._spec_hash())
+        self.read_timeout_s = read_timeout_s
+
+    def _spec_hash(self) -> str:
+        from dataclasses import replace
+
+        spec = replace(self.backbone.spec, resize=self.model.manifest.preprocessing.resize)
+        return spec.hash()
+
+    @property
+    def frames_per_clip(self) -> int:
+        return self.model.manifest.frames_per_clip
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.backbone(frames).float().cpu().numpy()
+
+    def record(
+        self, path: str, feats: np.ndarray, *, frames_used: int, duration_s: float | None, latency_s: float
+    ) -> dict[str, Any]:
+        return make_record(self.model, path, feats, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s)
+
+    def predict_source(self, source: str | bytes, *, label: str | None = None) -> dict[str, Any]:
+        """One input -> record, or ``{"path", "error", "reason"}`` for an unreadable one (never raises)."""
+        from nexara.media import sample_clip
+
+        name = label or (source if isinstance(source, str) else "<upload>")
+        t0 = time.perf_counter()
+        spec = self.model.spec
+        try:
+            clip = sample_clip(
+                source,
+                num_frames=self.frames_per_clip,
+                size_hw=spec.size_hw,
+                resize=spec.resize,
+                timeout_s=self.read_timeout_s,
+            )
+        except MediaError as exc:
+            return {"path": name, "error": exc.code, "reason": exc.reason}
+        except NexaraError as exc:
+            return {"path": name, "error": exc.code, "reason": str(exc)}
+        feats = self.features(clip.frames)
+        return self.record(
+            name,
+            feats,
+            frames_used=len(clip.frames),
+            duration_s=clip.info.duration_s,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    def predict_many(self, sources: Iterable[str]) -> Iterator[dict[str, Any]]:
+        for s in sources:
+            yield self.predict_source(s)

@@ -1,0 +1,71 @@
+"""Many inputs through Ray Data: decode tasks + backbone actor pool, then the ensemble in the driver."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexara.config import NexaraConfig
+from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+from training.features import BackboneActor, DecodeClip
+
+
+def predict_with_ray(
+    inputs: list[str], cfg: NexaraConfig, *, model_dir: str | Path | None = None
+) -> Iterator[dict[str, Any]]:
+    import ray
+
+    from nexara.predict import make_record
+
+    model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR)
+    man = model.manifest
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.backbone = man.backbone
+    cfg.media.frames_per_clip = man.frames_per_clip
+    cfg.media.resize = man.preprocessing.resize
+    spec = model.spec
+    fc = cfg.features
+    items = [
+        {"path": p, "content_hash": "", "label": -1, "source": "", "split": "", "duration_s": None} for p in inputs
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
+    ds = ds.map(DecodeClip(cfg, spec), num_cpus=fc.decode_num_cpus)
+    ds = ds.map_batches(
+        BackboneActor,
+        fn_constructor_kwargs={
+            "backbone": man.backbone,
+            "weights": cfg.model.weights,
+            "device": "cpu",
+            "batch_size": fc.batch_size,
+            "threads": fc.torch_threads,
+        },
+        batch_size=max(1, fc.batch_size // man.frames_per_clip),
+        num_cpus=fc.model_num_cpus,
+        compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
+        batch_format="numpy",
+    )
+    t_last = time.perf_counter()
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        now = time.perf_counter()
+        share = (now - t_last) / max(1, len(batch["path"]))  # wall time per clip of this batch
+        t_last = now
+        for i in range(len(batch["path"])):
+            path = str(batch["path"][i])
+            if str(batch["error"][i]):
+                yield {"path": path, "error": str(batch["error_code"][i]), "reason": str(batch["error"][i])}
+                continue
+            feats = np.asarray(batch["features"][i], dtype=np.float32)
+            times = np.asarray(batch["times_s"][i])
+            yield make_record(
+                model,
+                path,
+                feats,
+                frames_used=len(feats),
+                duration_s=float(times[-1]) if len(times) else None,
+                latency_s=share,
+            )

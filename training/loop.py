@@ -1,0 +1,464 @@
+"""Training loop of one ensemble member (a temporal head over precomputed frame features).
+
+:func:`train_member` is plain PyTorch so it runs the same in a unit test, on a laptop and inside a Ray
+Train worker (pass ``on_epoch`` to forward each epoch's metrics to ``ray.train.report``). It implements:
+focal loss with class weights and label smoothing, AdamW, per-step linear warm-up then cosine decay,
+AMP on CUDA only, gradient clipping, early stopping that restores the best weights, per-class validation
+accuracy watched every epoch, optional SWA, and feature-level augmentation (temporal shift, frame
+dropout, noise, mixup). Given a seed the result is deterministic (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from nexara.heads import TemporalHead, create_head
+from nexara.metrics import classification_report
+from nexara.training_config import AugmentConfig, MemberConfig, TrainConfig
+
+__all__ = [
+    "TrainResult",
+    "augment_batch",
+    "balanced_class_weights",
+    "focal_loss",
+    "lr_factor",
+    "make_scheduler",
+    "predict_logits",
+    "predict_proba",
+    "train_member",
+]
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a trained member leaves behind. ``create_head(**head_config)`` + ``state_dict`` rebuild it."""
+
+    state_dict: dict[str, Tensor]
+    head_config: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_epoch: int  # 1-based epoch whose weights were kept (the last epoch when the SWA average won)
+    val_probs: np.ndarray
+    val_logits: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    best_metric: float = float("nan")
+    swa_used: bool = False
+    swa_metrics: dict[str, Any] | None = None
+    member: str = ""
+
+
+# --- loss ----------------------------------------------------------------------------------------
+
+
+def focal_loss(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    alpha: float | None = None,
+    gamma: float = 0.0,
+    class_weights: Sequence[float] | Tensor | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Binary focal loss on logits: ``alpha_t * w_y * (1 - p_t)^gamma * BCE``.
+
+    ``targets`` may be soft (mixup). Label smoothing moves them to ``y * (1 - s) + s / 2`` before the BCE;
+    ``alpha`` (weight of class 1, ``1 - alpha`` for class 0) and ``class_weights`` ``[w0, w1]`` are
+    interpolated by the unsmoothed target. ``gamma=0, alpha=None`` without weights is plain BCE.
+    """
+    logits = logits.float()
+    y = targets.to(logits.dtype)
+    t = y * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
+    loss = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    if gamma:
+        p = torch.sigmoid(logits)
+        p_t = p * t + (1 - p) * (1 - t)
+        loss = loss * (1 - p_t).clamp_min(0).pow(gamma)
+    if alpha is not None:
+        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+    if class_weights is not None:
+        w = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+        loss = loss * (w[1] * y + w[0] * (1 - y))
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def balanced_class_weights(y: np.ndarray) -> list[float]:
+    """``N / (2 * n_c)`` per class (sklearn's 'balanced'); ``[1, 1]`` when a class is absent."""
+    y = np.asarray(y)
+    counts = [int(np.sum(y == k)) for k in (0, 1)]
+    if 0 in counts:
+        return [1.0, 1.0]
+    return [float(y.size / (2 * c)) for c in counts]
+
+
+# --- schedule ------------------------------------------------------------------------------------
+
+
+def lr_factor(
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    min_lr_frac: float = 0.0,
+    swa_start_step: int | None = None,
+    swa_lr_frac: float = 0.5,
+) -> float:
+    """Multiplier of the peak lr at optimiser step ``step`` (0-based).
+
+    Linear warm-up ``(step + 1) / warmup_steps``, then cosine from 1 down to ``min_lr_frac`` at
+    ``total_steps``. With SWA the cosine instead ends at ``swa_lr_frac`` at ``swa_start_step`` and
+    stays there (the constant SWA learning rate).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    end, floor = total_steps, min_lr_frac
+    if swa_start_step is not None:
+        if step >= swa_start_step:
+            return swa_lr_frac
+        end, floor = swa_start_step, swa_lr_frac
+    progress = min(1.0, (step - warmup_steps) / max(1, end - warmup_steps))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR implementing :func:`lr_factor` for ``cfg``; call ``.step()`` after every batch."""
+    total = cfg.epochs * steps_per_epoch
+    swa_start = _swa_start_epoch(cfg) * steps_per_epoch if cfg.swa else None
+    factor = functools.partial(
+        lr_factor,
+        total_steps=total,
+        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        min_lr_frac=cfg.min_lr_frac,
+        swa_start_step=swa_start,
+        swa_lr_frac=cfg.swa_lr_frac,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _swa_start_epoch(cfg: TrainConfig) -> int:
+    return max(1, int(cfg.swa_start_frac * cfg.epochs))
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+
+def augment_batch(
+    x: Tensor,
+    y: Tensor,
+    aug: AugmentConfig,
+    *,
+    feature_std: Tensor | None,
+    gen: torch.Generator,
+    np_rng: np.random.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Feature-level augmentation of a CPU batch ``(B, T, D)``, ``(B,)``; returns new tensors."""
+    b, t, _ = x.shape
+    frames = torch.arange(t).expand(b, t)
+    if aug.max_shift and t > 1:
+        shift = torch.randint(-aug.max_shift, aug.max_shift + 1, (b, 1), generator=gen)
+        idx = (frames - shift).clamp(0, t - 1)  # edges repeat rather than wrap around
+        x = x[torch.arange(b)[:, None], idx]
+    if aug.temporal_dropout and t > 1:
+        drop = torch.rand(b, t, generator=gen) < aug.temporal_dropout
+        if aug.temporal_dropout_mode == "zero":
+            x = x * (~drop).unsqueeze(-1).to(x.dtype)
+        else:
+            src = torch.where(drop, torch.full_like(frames, -1), frames).cummax(dim=1).values.clamp_min(0)
+            x = x[torch.arange(b)[:, None], src]
+    if aug.noise_std and feature_std is not None:
+        x = x + torch.randn(x.shape, generator=gen) * (aug.noise_std * feature_std)
+    if aug.mixup_alpha and b > 1:
+        lam = float(np_rng.beta(aug.mixup_alpha, aug.mixup_alpha))
+        perm = torch.randperm(b, generator=gen)
+        x = lam * x + (1 - lam) * x[perm]
+        y = lam * y + (1 - lam) * y[perm]
+    return x, y
+
+
+# --- prediction ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(head: nn.Module, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Logits ``(N,)`` of ``head`` on features ``(N, T, D)`` in eval mode (the prior mode is restored)."""
+    try:
+        device = next(head.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    was_training = head.training
+    head.eval()
+    try:
+        out = [head(xt[i : i + batch_size].to(device)).float().cpu() for i in range(0, xt.shape[0], batch_size)]
+    finally:
+        head.train(was_training)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def predict_proba(head: nn.Module, x: Any, batch_size: int = 256) -> np.ndarray:
+    """P(fight) ``(N,)``: sigmoid of :func:`predict_logits`."""
+    z = predict_logits(head, x, batch_size=batch_size)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def _check_xy(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    xa = np.asarray(x, dtype=np.float32)
+    ya = np.asarray(y).astype(np.float32).reshape(-1)
+    if xa.ndim != 3:
+        raise ValueError(f"{name}: features must be (N, T, D), got shape {xa.shape}")
+    if xa.shape[0] != ya.shape[0] or xa.shape[0] == 0:
+        raise ValueError(f"{name}: {xa.shape[0]} windows but {ya.shape[0]} labels (need > 0)")
+    if not np.isin(ya, (0, 1)).all():
+        raise ValueError(f"{name}: labels must be 0 (no fight) or 1 (fight)")
+    if not np.isfinite(xa).all():
+        raise ValueError(f"{name}: features hold NaN or inf")
+    return xa, ya
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    logits = predict_logits(model, x)
+    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y.astype(np.float64))))
+    rep = classification_report(y, np.exp(-np.logaddexp(0.0, -logits)), threshold=0.5)
+    metrics = {
+        "val_loss": loss,
+        "val_roc_auc": rep["roc_auc"],
+        "val_f1": 0.0 if math.isnan(rep["f1"]) else rep["f1"],
+        "val_accuracy": rep["accuracy"],
+        "val_acc_class0": rep["acc_class0"],
+        "val_acc_class1": rep["acc_class1"],
+        "val_class_gap": rep["class_gap"],
+    }
+    return metrics, logits
+
+
+def _primary(metrics: dict[str, Any], metric: str) -> float:
+    if metric == "loss" or (metric == "roc_auc" and math.isnan(metrics["val_roc_auc"])):
+        return -metrics["val_loss"]
+    return float(metrics["val_roc_auc"] if metric == "roc_auc" else metrics["val_f1"])
+
+
+def _better(new: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """``(primary, val_loss)``: a higher primary wins; on a tie, a clearly lower val loss."""
+    if best is None:
+        return True
+    return new[0] > best[0] + 1e-6 or (new[0] >= best[0] - 1e-6 and new[1] < best[1] - 1e-4)
+
+
+def _watch_class_gap(member: str, epoch: int, m: dict[str, Any], cfg: TrainConfig, in_warmup: bool) -> None:
+    gap = m["val_class_gap"]
+    if in_warmup or math.isnan(gap):
+        return
+    accs = (m["val_acc_class0"], m["val_acc_class1"], gap)
+    if gap > cfg.class_gap_alarm:
+        log.error(
+            "member %s epoch %d: CLASS ACCURACY GAP %.2f above alarm %.2f (no fight %.2f, fight %.2f): "
+            "the model is collapsing onto one class; check class weights, labels and the split",
+            member, epoch, gap, cfg.class_gap_alarm, accs[0], accs[1],
+        )  # fmt: skip
+    elif gap > cfg.class_gap_warn:
+        log.warning(
+            "member %s epoch %d: class accuracy gap %.2f above %.2f (no fight %.2f, fight %.2f)",
+            member, epoch, gap, cfg.class_gap_warn, accs[0], accs[1],
+        )  # fmt: skip
+
+
+def train_member(
+    x_train: Any,
+    y_train: Any,
+    x_val: Any,
+    y_val: Any,
+    member: MemberConfig,
+    cfg: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train one member on features ``(N, T, D)`` and labels ``(N,)`` (1 = fight), validating each epoch.
+
+    The member's lr / epochs / seed overrides apply on top of ``cfg``. Returns the best weights (by
+    ``cfg.early_stopping_metric`` on validation, or the SWA average when that is better) on CPU, the
+    per-epoch history and the kept model's validation probabilities. The global torch RNG state of the
+    caller is left untouched.
+    """
+    cfg = cfg.for_member(member)
+    xtr, ytr = _check_xy("train", x_train, y_train)
+    xva, yva = _check_xy("val", x_val, y_val)
+    dev = _resolve_device(device)
+    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(cfg.seed)
+        return _train(xtr, ytr, xva, yva, member, cfg, dev, on_epoch)
+
+
+def _train(
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xva: np.ndarray,
+    yva: np.ndarray,
+    member: MemberConfig,
+    cfg: TrainConfig,
+    dev: torch.device,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    n, _, d = xtr.shape
+    model: TemporalHead = create_head(member.head, d, motion=member.motion, **member.head_kwargs).to(dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+
+    if cfg.class_weights == "balanced":
+        class_weights: list[float] | None = balanced_class_weights(ytr)
+    else:
+        class_weights = cfg.class_weights
+    x_all, y_all = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    feature_std = x_all.reshape(-1, d).std(dim=0) if cfg.augment.noise_std else None
+
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    use_amp = cfg.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    swa_model = AveragedModel(model, use_buffers=True) if cfg.swa else None
+    swa_start = _swa_start_epoch(cfg) if cfg.swa else None
+
+    history: list[dict[str, Any]] = []
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, Tensor] = {}
+    best_epoch, bad_epochs = 0, 0
+    log.info(
+        "member %s: head=%s motion=%s train=%d (fight %d) val=%d epochs=%d device=%s amp=%s",
+        member.name, member.head, member.motion, n, int(ytr.sum()), len(yva), cfg.epochs, dev, use_amp,
+    )  # fmt: skip
+
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total_loss, seen = 0.0, 0
+        lr_now = optimizer.param_groups[0]["lr"]
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            xb, yb = augment_batch(x_all[idx], y_all[idx], cfg.augment, feature_std=feature_std, gen=gen, np_rng=np_rng)
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(xb)
+            loss = focal_loss(
+                logits,
+                yb,
+                alpha=cfg.focal_alpha,
+                gamma=cfg.focal_gamma,
+                class_weights=class_weights,
+                label_smoothing=cfg.label_smoothing,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
+
+        in_swa = swa_model is not None and swa_start is not None and epoch > swa_start
+        if in_swa and swa_model is not None:
+            swa_model.update_parameters(model)
+
+        metrics, _ = _evaluate(model, xva, yva)
+        record: dict[str, Any] = {
+            "member": member.name,
+            "epoch": epoch,
+            "lr": lr_now,
+            "train_loss": total_loss / max(1, seen),
+            **metrics,
+            "swa": in_swa,
+            "epoch_s": time.perf_counter() - t0,
+        }
+        history.append(record)
+        in_warmup = epoch <= cfg.warmup_epochs
+        log.info(
+            "member %s epoch %d/%d lr=%.2e train_loss=%.4f val_loss=%.4f auc=%.3f f1=%.3f "
+            "acc(no fight)=%.2f acc(fight)=%.2f",
+            member.name, epoch, cfg.epochs, lr_now, record["train_loss"], metrics["val_loss"],
+            metrics["val_roc_auc"], metrics["val_f1"], metrics["val_acc_class0"], metrics["val_acc_class1"],
+        )  # fmt: skip
+        _watch_class_gap(member.name, epoch, metrics, cfg, in_warmup)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+
+        key = (_primary(metrics, cfg.early_stopping_metric), metrics["val_loss"])
+        if _better(key, best_key):
+            best_key, best_epoch, bad_epochs = key, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        elif not in_warmup:
+            bad_epochs += 1
+        # once averaging has begun, SWA needs the remaining epochs: no early stop
+        if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience and not in_swa:
+            log.info("member %s: early stop at epoch %d, best epoch %d", member.name, epoch, best_epoch)
+            break
+
+    assert best_key is not None  # at least one epoch ran
+    swa_used, swa_metrics = False, None
+    if swa_model is not None and int(swa_model.n_averaged) > 0:
+        averaged = copy.deepcopy(swa_model.module)
+        swa_metrics, _ = _evaluate(averaged, xva, yva)
+        swa_key = (_primary(swa_metrics, cfg.early_stopping_metric), swa_metrics["val_loss"])
+        log.info(
+            "member %s: SWA over %d epochs: val_loss=%.4f auc=%.3f (best single epoch %d: %.4f)",
+            member.name, int(swa_model.n_averaged), swa_metrics["val_loss"], swa_metrics["val_roc_auc"],
+            best_epoch, best_key[0],
+        )  # fmt: skip
+        if _better(swa_key, best_key):
+            swa_used, best_key, best_epoch = True, swa_key, history[-1]["epoch"]
+            best_state = {k: v.detach().cpu().clone() for k, v in averaged.state_dict().items()}
+
+    model.load_state_dict(best_state)
+    _, val_logits = _evaluate(model, xva, yva)
+    return TrainResult(
+        state_dict=best_state,
+        head_config=model.config,
+        history=history,
+        best_epoch=best_epoch,
+        val_probs=np.exp(-np.logaddexp(0.0, -val_logits)),
+        val_logits=val_logits,
+        best_metric=_best_metric_value(best_key, cfg.early_stopping_metric),
+        swa_used=swa_used,
+        swa_metrics=swa_metrics,
+        member=member.name,
+    )
+
+
+def _best_metric_value(key: tuple[float, float], metric: str) -> float:
+    return key[1] if metric == "loss" else key[0]

@@ -1,0 +1,85 @@
+"""`nexara evaluate` and `nexara train`: feature store -> grouped CV -> Ray Train -> model manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexara.config import NexaraConfig
+from training.ensemble import (
+    CVResult,
+    TrainingError,
+    cross_validate,
+    export_model,
+    train_final,
+    write_cv_report,
+)
+from training.features import effective_spec, load_features
+
+log = logging.getLogger(__name__)
+
+
+def load_training_data(features_dir: Path, cfg: NexaraConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    spec = effective_spec(cfg)
+    x, meta = load_features(features_dir, backbone=cfg.model.backbone)
+    hashes = set(meta.column("preprocessing_hash").to_pylist())
+    if hashes != {spec.hash()}:
+        # the store may hold several preprocessings: keep the configured one
+        keep = np.array([h == spec.hash() for h in meta.column("preprocessing_hash").to_pylist()])
+        if not keep.any():
+            raise TrainingError(
+                f"{features_dir}: no features with the configured preprocessing {spec.hash()} "
+                f"(found {sorted(hashes)}); run `nexara features` with this config first"
+            )
+        x, meta = x[keep], meta.filter(keep)
+    y = np.asarray(meta.column("label").to_pylist(), dtype=np.int64)
+    groups = np.asarray(meta.column("source").to_pylist(), dtype=object)
+    if len(np.unique(y)) < 2:
+        raise TrainingError(f"{features_dir}: training needs both classes, found only label(s) {np.unique(y)}")
+    return x, y, groups, meta
+
+
+def run_evaluate(features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int) -> CVResult:
+    x, y, groups, _ = load_training_data(features_dir, cfg)
+    cv = cross_validate(x, y, groups, cfg, k=k, seed=cfg.training.seed)
+    write_cv_report(cv, y, out_dir, title=f"NexaraVision grouped {k}-fold CV ({cfg.model.backbone} features)")
+    return cv
+
+
+def run_train(
+    features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int, version: str, report_dir: Path | None = None
+) -> tuple[CVResult, Any]:
+    """CV first (out-of-fold predictions calibrate the ensemble and pick each member's epochs), then every
+    member on all clips with Ray Train, then export."""
+    x, y, groups, meta = load_training_data(features_dir, cfg)
+    cv = cross_validate(x, y, groups, cfg, k=k, seed=cfg.training.seed)
+    write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
+    epochs = {name: max(3, int(np.median(e))) for name, e in cv.best_epochs.items()}
+    log.info("final epochs per member (median best epoch over folds): %s", epochs)
+    trained = train_final(x, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
+    spec = replace(effective_spec(cfg))
+    sources = meta.column("source").to_pylist()
+    training_data = {
+        "clips": len(y),
+        "fight": int(y.sum()),
+        "no_fight": int(len(y) - y.sum()),
+        "sources": len(set(sources)),
+        "features": str(features_dir),
+        "epochs": epochs,
+    }
+    manifest = export_model(
+        out_dir,
+        trained,
+        cv,
+        y,
+        cfg,
+        spec=spec,
+        feature_dim=int(x.shape[2]),
+        training_data=training_data,
+        version=version,
+    )
+    return cv, manifest
