@@ -1,0 +1,115 @@
+"""Ensemble CV on Ray tasks, Ray Train final fits (parallel, resumable) and the exported manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nexara.backbones import get_spec
+from nexara.config import parse_config
+from nexara.ensemble import EnsembleModel
+from nexara.model_manifest import read_manifest
+from training.ensemble import cross_validate, export_model, train_final, write_cv_report
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _synthetic(n_sources: int = 12, per_source: int = 8, t: int = 8, d: int = 16, seed: int = 0):
+    """Fights carry a temporal oscillation in a few feature dims; each source has its own offset."""
+    rng = np.random.default_rng(seed)
+    xs, ys, gs = [], [], []
+    for s in range(n_sources):
+        offset = rng.normal(0, 0.5, d)
+        for i in range(per_source):
+            y = i % 2
+            x = rng.normal(0, 1, (t, d)) + offset
+            if y:
+                x[:, :4] += 3.5 * np.sin(np.arange(t) * 1.7)[:, None]
+            xs.append(x)
+            ys.append(y)
+            gs.append(f"src{s}")
+    return np.asarray(xs, np.float32), np.asarray(ys), np.asarray(gs, dtype=object)
+
+
+def _cfg(tmp_path: Path):
+    return parse_config(
+        f"""
+training:
+  members:
+    - {{name: stats, head: stats, motion: true}}
+    - {{name: conv, head: conv1d, motion: true}}
+  train: {{epochs: 6, batch_size: 16, warmup_epochs: 1, early_stopping_patience: 3}}
+  member_num_cpus: 0.5
+  storage_path: {tmp_path / "ray_results"}
+"""
+    )
+
+
+def test_cv_train_export_resume(tmp_path: Path) -> None:
+    x, y, groups = _synthetic()
+    cfg = _cfg(tmp_path)
+    cv = cross_validate(x, y, groups, cfg, k=2, seed=0)
+    # grouped: no source on two sides of any fold
+    for test_idx in cv.folds:
+        inside = set(groups[test_idx])
+        outside = set(groups[np.setdiff1d(np.arange(len(y)), test_idx)])
+        assert not inside & outside
+    assert sorted(np.concatenate(cv.folds).tolist()) == list(range(len(y)))
+    for name in ("stats", "conv", "ensemble", "baseline"):
+        assert cv.summary[name]["n_folds"] == 2
+    assert cv.summary["ensemble"]["metrics"]["roc_auc"]["mean"] > 0.9
+    report = write_cv_report(cv, y, tmp_path / "report", title="synthetic")
+    text = report.read_text()
+    assert "**ensemble**" in text and "baseline" in text
+    for png in ("roc.png", "pr.png", "confusion.png", "reliability.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+
+    trained = train_final(x, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
+    assert set(trained) == {"stats", "conv"}
+    assert (tmp_path / "ray_results" / "t1-stats").is_dir()
+    spec = get_spec("efficientnet_lite0")
+    model_dir = tmp_path / "model"
+    export_model(model_dir, trained, cv, y, cfg, spec=spec, feature_dim=x.shape[2],
+                 training_data={"clips": len(y)}, version="test-1")
+    man = read_manifest(model_dir)
+    assert [m.name for m in man.members] == ["stats", "conv"]
+    assert abs(sum(man.weights) - 1) < 1e-6 and 0 < man.threshold < 1 and man.temperature > 0
+    assert man.preprocessing.hash == spec.hash()
+
+    model = EnsembleModel(model_dir)
+    out = model.predict(x)
+    assert out.probability.shape == (len(y),)
+    assert ((out.probability >= man.threshold) == out.violent).all()
+    acc = (out.violent == (y == 1)).mean()
+    assert acc > 0.85
+    assert set(out.confidence) <= {"HIGH", "MEDIUM", "LOW"}
+
+    # a rerun of the same Ray Train runs resumes from their final checkpoints instead of retraining
+    again = train_final(x, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
+    for name in trained:
+        for k, v in trained[name]["state_dict"].items():
+            assert torch.equal(v, again[name]["state_dict"][k])
+
+
+def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
+    from nexara.errors import ModelError
+
+    x, y, groups = _synthetic(n_sources=6, per_source=6)
+    cfg = _cfg(tmp_path)
+    cv = cross_validate(x, y, groups, cfg, k=2, seed=1)
+    trained = {name: {"state_dict": {}, "head_config": {}} for name in cv.member_names}
+    from training.loop import train_member
+
+    for m in cfg.training.members:
+        res = train_member(x, y, x, y, m.model_copy(update={"epochs": 1}), cfg.training.train)
+        trained[m.name] = {"state_dict": res.state_dict, "head_config": res.head_config}
+    export_model(tmp_path / "m", trained, cv, y, cfg, spec=get_spec("efficientnet_lite0"), feature_dim=x.shape[2],
+                 training_data={}, version="t")
+    (tmp_path / "m" / "stats.pt").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="does not match its sha256"):
+        read_manifest(tmp_path / "m")
+    with pytest.raises(ModelError, match="manifest not found"):
+        read_manifest(tmp_path / "nothing")
