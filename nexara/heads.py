@@ -1,0 +1,388 @@
+"""Temporal heads: small models that turn a window of per-frame CNN features into one fight logit.
+
+A registry in the style of timm: :func:`create_head` builds a head by name, :func:`list_heads` names them.
+Every head maps ``(B, T, D)`` float features to ``(B,)`` logits (label 1 = fight) and remembers its
+constructor arguments in :attr:`TemporalHead.config`, with defaults filled in, so a saved member is
+rebuilt exactly with ``create_head(**head.config)`` and its state_dict.
+
+``motion=True`` adds a motion stream computed inside the module: frame-to-frame feature differences
+``x[:, 1:] - x[:, :-1]`` (zero for the first frame, so the length stays ``T``), layer-normalised on
+their own (differences are an order of magnitude smaller than the features) and concatenated with the
+layer-normalised appearance features. Fights are motion; a static scene has near-zero differences.
+
+Sizes are deliberately moderate (hidden 64-128): the training sets are a few hundred clips.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nexara.errors import ModelError, UnknownModelError
+
+__all__ = [
+    "FrameInput",
+    "TemporalHead",
+    "create_head",
+    "frame_differences",
+    "head_defaults",
+    "list_heads",
+    "register_head",
+]
+
+_REGISTRY: dict[str, type[TemporalHead]] = {}
+_H = TypeVar("_H", bound="type[TemporalHead]")
+
+
+def register_head(name: str) -> Callable[[_H], _H]:
+    """Class decorator: register a :class:`TemporalHead` subclass under ``name``."""
+
+    def deco(cls: _H) -> _H:
+        if name in _REGISTRY:
+            raise ValueError(f"temporal head {name!r} is already registered")
+        _REGISTRY[name] = cls
+        cls.head_name = name
+        return cls
+
+    return deco
+
+
+def list_heads() -> list[str]:
+    """Registered head names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _head_class(name: str) -> type[TemporalHead]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown temporal head {name!r}; registered heads: {', '.join(list_heads())}"
+        ) from None
+
+
+def _own_params(cls: type[TemporalHead]) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p for k, p in params.items() if k not in ("self", "input_dim", "motion")}
+
+
+def head_defaults(name: str) -> dict[str, Any]:
+    """The keyword arguments head ``name`` accepts, with their defaults."""
+    return {k: p.default for k, p in _own_params(_head_class(name)).items()}
+
+
+def create_head(name: str, input_dim: int, *, motion: bool = False, **kwargs: Any) -> TemporalHead:
+    """Build the registered head ``name`` for ``input_dim``-dimensional frame features.
+
+    ``kwargs`` are the head's own arguments (see :func:`head_defaults`). A ``kwargs=`` mapping is
+    merged in too, so ``create_head(**head.config)`` rebuilds a head. Unknown names raise
+    :class:`~nexara.errors.UnknownModelError`; unknown arguments raise :class:`~nexara.errors.ModelError`.
+    """
+    cls = _head_class(name)
+    nested = kwargs.pop("kwargs", None)
+    if nested is not None:
+        if not isinstance(nested, dict):
+            raise ModelError(f"head {name!r}: kwargs must be a mapping, got {type(nested).__name__}")
+        overlap = set(nested) & set(kwargs)
+        if overlap:
+            raise ModelError(f"head {name!r}: arguments given twice: {', '.join(sorted(overlap))}")
+        kwargs = {**nested, **kwargs}
+    accepted = _own_params(cls)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ModelError(f"head {name!r} got unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+    if int(input_dim) < 1:
+        raise ModelError(f"head {name!r}: input_dim must be >= 1, got {input_dim}")
+    resolved = {k: kwargs.get(k, p.default) for k, p in accepted.items()}
+    head = cls(int(input_dim), motion=bool(motion), **resolved)
+    head._config = {
+        "name": name,
+        "input_dim": int(input_dim),
+        "motion": bool(motion),
+        "kwargs": copy.deepcopy(resolved),
+    }
+    return head
+
+
+class FrameInput(nn.Module):
+    """Input stage shared by every head: per-frame LayerNorm of the features, plus the motion stream.
+
+    Output: ``(B, T, out_dim)`` with ``out_dim = D`` or ``2 * D`` when ``motion`` is on.
+    """
+
+    def __init__(self, input_dim: int, motion: bool) -> None:
+        super().__init__()
+        self.motion = motion
+        self.norm = nn.LayerNorm(input_dim)
+        self.motion_norm = nn.LayerNorm(input_dim) if motion else None
+        self.out_dim = input_dim * (2 if motion else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"expected features of shape (B, T, D), got {tuple(x.shape)}")
+        app = self.norm(x)
+        if self.motion_norm is None:
+            return app
+        return torch.cat([app, self.motion_norm(frame_differences(x))], dim=-1)
+
+
+def frame_differences(x: Tensor) -> Tensor:
+    """``x[:, t] - x[:, t - 1]``, zero for the first frame: ``(B, T, D)`` -> ``(B, T, D)``."""
+    return F.pad(x[:, 1:] - x[:, :-1], (0, 0, 1, 0))
+
+
+class TemporalHead(nn.Module):
+    """Base class: ``forward((B, T, D) float) -> (B,) logits``; ``config`` rebuilds it."""
+
+    head_name: str = ""
+    _config: dict[str, Any]
+
+    def __init__(self, input_dim: int, *, motion: bool = False) -> None:
+        super().__init__()
+        self.input_dim = input_dim
+        self.motion = motion
+        self.frames = self._frame_input(input_dim, motion)
+        self.frame_dim = input_dim * (2 if motion else 1)  # width of what self.frames returns
+        self._config = {"name": self.head_name, "input_dim": input_dim, "motion": motion, "kwargs": {}}
+
+    def _frame_input(self, input_dim: int, motion: bool) -> nn.Module:
+        return FrameInput(input_dim, motion)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """``{"name", "input_dim", "motion", "kwargs"}``: ``create_head(**config)`` rebuilds this head."""
+        return copy.deepcopy(self._config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(self.frames(x)).squeeze(-1)
+
+    def score(self, h: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``(B, T, frame_dim)`` -> ``(B, 1)`` logits."""
+        raise NotImplementedError
+
+
+class AttentionPool(nn.Module):
+    """Additive attention over time: ``(B, T, H)`` -> ``(B, H)``."""
+
+    def __init__(self, dim: int, attn_dim: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, attn_dim), nn.Tanh(), nn.Linear(attn_dim, 1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        w = torch.softmax(self.score(h).squeeze(-1).float(), dim=1).to(h.dtype)
+        return torch.einsum("bt,bth->bh", w, h)
+
+
+def _projection(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout * 0.5), nn.Linear(in_dim, out_dim), nn.GELU(), nn.Dropout(dropout))
+
+
+class _Recurrent(TemporalHead):
+    rnn_cls: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        motion: bool = False,
+        proj_dim: int = 128,
+        hidden: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__(input_dim, motion=motion)
+        self.proj = _projection(self.frame_dim, proj_dim, dropout)
+        self.rnn = self.rnn_cls(
+            proj_dim,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        # last state of each direction + mean over time: the mean keeps gradients flowing to every frame
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * hidden, 1))
+
+    def score(self, h: Tensor) -> Tensor:
+        seq, _ = self.rnn(self.proj(h))
+        half = seq.shape[-1] // 2
+        last = torch.cat([seq[:, -1, :half], seq[:, 0, half:]], dim=-1)
+        return self.out(torch.cat([last, seq.mean(dim=1)], dim=-1))
+
+
+@register_head("bilstm")
+class BiLSTMHead(_Recurrent):
+    """Projection -> bidirectional LSTM -> last states + mean over time -> logit."""
+
+    rnn_cls = nn.LSTM
+
+
+@register_head("bigru")
+class BiGRUHead(_Recurrent):
+    """Projection -> bidirectional GRU -> last states + mean over time -> logit."""
+
+    rnn_cls = nn.GRU
+
+
+@register_head("attention")
+class AttentionHead(TemporalHead):
+    """Projection with a learned position embedding -> attention pooling over time -> small MLP."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        motion: bool = False,
+        hidden: int = 128,
+        attn_dim: int = 64,
+        max_frames: int = 64,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__(input_dim, motion=motion)
+        self.proj = _projection(self.frame_dim, hidden, dropout)
+        self.pos = nn.Parameter(torch.zeros(max_frames, hidden))
+        self.pool = AttentionPool(hidden, attn_dim)
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def score(self, h: Tensor) -> Tensor:
+        t = h.shape[1]
+        if t > self.pos.shape[0]:
+            raise ValueError(f"attention head built for at most {self.pos.shape[0]} frames, got {t}")
+        return self.out(self.pool(self.proj(h) + self.pos[:t]))
+
+
+@register_head("hybrid")
+class HybridHead(TemporalHead):
+    """Feature compression (Linear -> LayerNorm -> GELU) -> residual BiLSTM stack -> attention pooling.
+
+    Each BiLSTM layer has ``hidden // 2`` units per direction, so its output adds onto its input.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        motion: bool = False,
+        hidden: int = 128,
+        num_layers: int = 2,
+        attn_dim: int = 64,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__(input_dim, motion=motion)
+        if hidden % 2:
+            raise ModelError(f"hybrid head: hidden must be even, got {hidden}")
+        self.compress = nn.Sequential(
+            nn.Dropout(dropout * 0.5),
+            nn.Linear(self.frame_dim, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        )
+        self.layers = nn.ModuleList(
+            nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True) for _ in range(num_layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(num_layers))
+        self.drop = nn.Dropout(dropout)
+        self.pool = AttentionPool(hidden, attn_dim)
+        self.out = nn.Sequential(
+            nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden // 2, 1)
+        )
+
+    def score(self, h: Tensor) -> Tensor:
+        z = self.compress(h)
+        for lstm, norm in zip(self.layers, self.norms, strict=True):
+            y, _ = lstm(z)
+            z = norm(z + self.drop(y))
+        return self.out(self.pool(z))
+
+
+@register_head("conv1d")
+class Conv1DHead(TemporalHead):
+    """Projection -> residual dilated temporal convolutions -> mean + max pooling over time -> logit."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        motion: bool = False,
+        hidden: int = 96,
+        num_layers: int = 3,
+        kernel_size: int = 3,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__(input_dim, motion=motion)
+        if kernel_size % 2 == 0:
+            raise ModelError(f"conv1d head: kernel_size must be odd, got {kernel_size}")
+        self.proj = _projection(self.frame_dim, hidden, dropout)
+        self.blocks = nn.ModuleList()
+        for i in range(num_layers):
+            dilation = 2**i
+            self.blocks.append(
+                nn.Sequential(
+                    nn.Conv1d(hidden, hidden, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation),
+                    nn.GroupNorm(1, hidden),
+                    nn.GELU(),
+                    nn.Dropout(dropout),
+                )
+            )
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 1))
+
+    def score(self, h: Tensor) -> Tensor:
+        z = self.proj(h).transpose(1, 2)  # (B, H, T)
+        for block in self.blocks:
+            z = z + block(z)
+        return self.out(torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=-1))
+
+
+@register_head("stats")
+class StatsHead(TemporalHead):
+    """Mean, std and mean |temporal difference| of each raw feature -> LayerNorm -> small MLP.
+
+    The strong linear-probe baseline as a head: order-free except for the difference statistic. The
+    statistics are taken on the raw features (the LayerNorm after them is the input normalisation);
+    with ``motion`` the same three statistics of the frame differences are appended.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        motion: bool = False,
+        hidden: int = 64,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__(input_dim, motion=motion)
+        d = 3 * input_dim * (2 if motion else 1)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(d),
+            nn.Dropout(dropout),
+            nn.Linear(d, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def _frame_input(self, input_dim: int, motion: bool) -> nn.Module:
+        return nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"expected features of shape (B, T, D), got {tuple(x.shape)}")
+        parts = _stats(x)
+        if self.motion:
+            parts += _stats(frame_differences(x)[:, 1:] if x.shape[1] > 1 else torch.zeros_like(x))
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+
+
+def _stats(h: Tensor) -> list[Tensor]:
+    var, mean = torch.var_mean(h, dim=1, unbiased=False)
+    # sqrt(var + eps): torch.std has an infinite gradient on constant inputs
+    std = torch.sqrt(var + 1e-6)
+    mad = (h[:, 1:] - h[:, :-1]).abs().mean(dim=1) if h.shape[1] > 1 else torch.zeros_like(mean)
+    return [mean, std, mad]
