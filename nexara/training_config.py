@@ -54,6 +54,11 @@ class MemberConfig(_Model):
     name: str = Field(..., description="Member id, unique in the ensemble ([A-Za-z0-9_.-], 1..64 chars).")
     head: str = Field(..., description="Registered temporal head name (see nexara.heads.list_heads()).")
     motion: bool = Field(False, description="Add the frame-difference motion stream inside the head.")
+    input: Literal["appearance", "motion"] = Field(
+        "appearance",
+        description="Which stored input the member reads: per-frame CNN features (T x D) or the clip's "
+        "optical-flow motion statistics (1 x M).",
+    )
     head_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Head constructor arguments (see nexara.heads.head_defaults(head))."
     )
