@@ -125,6 +125,10 @@ class FeaturesConfig(_Model):
     model_actors: int = Field(1, ge=1, le=1024, description="Backbone actor pool size.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads inside each actor.")
     clips_per_block: int = Field(4, ge=1, le=10_000, description="Clips per Ray Data block (parallelism).")
+    motion: bool = Field(
+        True,
+        description="Also store the clip's optical-flow motion statistics (nexara.motion) beside the CNN features.",
+    )
 
     @model_validator(mode="after")
     def _no_fusion(self) -> FeaturesConfig:

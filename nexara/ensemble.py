@@ -66,13 +66,32 @@ class EnsembleModel:
                 f"{self.manifest.preprocessing.hash}, got {backbone} with {spec_hash}"
             )
 
+    @property
+    def needs_motion(self) -> bool:
+        return any(m.input == "motion" for m in self.manifest.members)
+
+    def _tensor(self, name: str, arr: np.ndarray | torch.Tensor | None, dim: int) -> torch.Tensor:
+        if arr is None:
+            raise ModelError(f"model {self.manifest.version} needs the '{name}' input")
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32)) if not torch.is_tensor(arr) else arr
+        if name == "motion" and x.ndim == 2:
+            x = x[:, None, :]
+        if x.ndim != 3 or x.shape[-1] != dim:
+            raise ModelError(f"expected {name} input (N, T, {dim}), got {tuple(x.shape)}")
+        return x.float().to(self.device)
+
     @torch.inference_mode()
-    def member_probs(self, feats: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(feats, dtype=np.float32) if not torch.is_tensor(feats) else feats)
-        if x.ndim != 3 or x.shape[-1] != self.manifest.feature_dim:
-            raise ModelError(f"expected features (N, T, {self.manifest.feature_dim}), got {tuple(x.shape)}")
-        x = x.float().to(self.device)
-        cols = [torch.sigmoid(h(x)).float().cpu().numpy() for h in self.members]
+    def member_probs(
+        self, feats: np.ndarray | torch.Tensor, motion: np.ndarray | torch.Tensor | None = None
+    ) -> np.ndarray:
+        """Member P(fight) ``(N, M)`` from appearance features ``(N, T, D)`` and motion ``(N, K)``."""
+        man = self.manifest
+        xs = {"appearance": self._tensor("appearance", feats, man.feature_dim)}
+        if self.needs_motion:
+            xs["motion"] = self._tensor("motion", motion, man.motion.dim if man.motion else 0)
+        cols = [
+            torch.sigmoid(h(xs[m.input])).float().cpu().numpy() for h, m in zip(self.members, man.members, strict=True)
+        ]
         return np.stack(cols, axis=1)
 
     def combine(self, member_probs: np.ndarray) -> EnsembleOutput:
@@ -88,5 +107,7 @@ class EnsembleModel:
         tiers = confidence_tier(prob, man.threshold, man.tiers)
         return EnsembleOutput(prob, np.asarray(violent, bool), np.atleast_1d(tiers), member_probs)
 
-    def predict(self, feats: np.ndarray | torch.Tensor) -> EnsembleOutput:
-        return self.combine(self.member_probs(feats))
+    def predict(
+        self, feats: np.ndarray | torch.Tensor, motion: np.ndarray | torch.Tensor | None = None
+    ) -> EnsembleOutput:
+        return self.combine(self.member_probs(feats, motion))

@@ -30,7 +30,14 @@ class MemberEntry(_Model):
     head_config: dict[str, Any] = Field(description="create_head(**head_config) rebuilds the module.")
     weights_file: str = Field(description="state_dict file, relative to the manifest folder.")
     sha256: str
+    input: Literal["appearance", "motion"] = "appearance"
     best_epoch: int | None = None
+
+
+class MotionEntry(_Model):
+    version: str
+    hash: str
+    dim: int = Field(ge=1)
 
 
 class PreprocessingEntry(_Model):
@@ -50,6 +57,7 @@ class ModelManifest(_Model):
     preprocessing: PreprocessingEntry
     frames_per_clip: int = Field(ge=1)
     feature_dim: int = Field(ge=1)
+    motion: MotionEntry | None = Field(None, description="Motion statistics spec, when a member reads them.")
     members: list[MemberEntry] = Field(min_length=1)
     vote: Literal["soft", "majority", "k_of_n"] = "soft"
     vote_k: int | None = None
@@ -68,6 +76,8 @@ class ModelManifest(_Model):
             raise ValueError("weights must be non-negative and sum to 1")
         if len({m.name for m in self.members}) != len(self.members):
             raise ValueError("member names must be unique")
+        if any(m.input == "motion" for m in self.members) and self.motion is None:
+            raise ValueError("a member reads the motion input but the manifest has no motion entry")
         if self.vote == "k_of_n" and not (self.vote_k and 1 <= self.vote_k <= len(self.members)):
             raise ValueError("vote k_of_n needs 1 <= vote_k <= number of members")
         return self

@@ -16,7 +16,7 @@ import numpy as np
 
 from nexara.backbones import Backbone, create_backbone
 from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
-from nexara.errors import MediaError, NexaraError
+from nexara.errors import MediaError, ModelError, NexaraError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,14 @@ class Predictor:
         man = self.model.manifest
         self.backbone: Backbone = create_backbone(man.backbone, weights=weights, device=device)
         self.model.check_backbone(man.backbone, self._spec_hash())
+        if self.model.needs_motion:
+            from nexara.motion import MOTION_VERSION, MotionSpec
+
+            if man.motion is None or man.motion.hash != MotionSpec().hash():
+                raise ModelError(
+                    f"model {man.version} was trained on motion statistics {man.motion.hash if man.motion else None}"
+                    f", this build computes {MOTION_VERSION} ({MotionSpec().hash()})"
+                )
         self.read_timeout_s = read_timeout_s
 
     def _spec_hash(self) -> str:

@@ -34,7 +34,7 @@ def predict_with_ray(
         {"path": p, "content_hash": "", "label": -1, "source": "", "split": "", "duration_s": None} for p in inputs
     ]
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
-    ds = ds.map(DecodeClip(cfg, spec), num_cpus=fc.decode_num_cpus)
+    ds = ds.map(DecodeClip(cfg, spec, motion=model.needs_motion), num_cpus=fc.decode_num_cpus)
     ds = ds.map_batches(
         BackboneActor,
         fn_constructor_kwargs={

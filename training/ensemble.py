@@ -43,7 +43,14 @@ from nexara.metrics import (
     logit,
     soft_vote,
 )
-from nexara.model_manifest import MemberEntry, ModelManifest, PreprocessingEntry, sha256_file, write_manifest
+from nexara.model_manifest import (
+    MemberEntry,
+    ModelManifest,
+    MotionEntry,
+    PreprocessingEntry,
+    sha256_file,
+    write_manifest,
+)
 from nexara.training_config import MemberConfig, TrainConfig
 from training.loop import predict_logits, train_member
 from training.manifest import _greedy_group_split
@@ -79,7 +86,7 @@ def inner_split(
 
 
 def _fit_and_score(
-    x: np.ndarray,
+    inputs: dict[str, np.ndarray],
     y: np.ndarray,
     fit_idx: np.ndarray,
     val_idx: np.ndarray,
@@ -89,6 +96,7 @@ def _fit_and_score(
     threads: int,
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
+    x = member_input(inputs, member)
     res = train_member(x[fit_idx], y[fit_idx], x[val_idx], y[val_idx], member, train_cfg)
     from nexara.heads import create_head
 
@@ -100,6 +108,15 @@ def _fit_and_score(
         "val_logits": predict_logits(head, x[val_idx]),
         "score_logits": predict_logits(head, x[score_idx]),
     }
+
+
+def member_input(inputs: dict[str, np.ndarray], member: MemberConfig) -> np.ndarray:
+    if member.input not in inputs:
+        raise TrainingError(
+            f"member {member.name} reads the '{member.input}' input, which the feature store lacks "
+            f"(it has {sorted(inputs)}); extract with features.motion: true"
+        )
+    return inputs[member.input]
 
 
 # --- cross-validation ---------------------------------------------------------------------------
@@ -141,7 +158,7 @@ def _fit_calibration(member_probs: np.ndarray, y: np.ndarray, sec: TrainingSecti
 
 
 def cross_validate(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: NexaraConfig, *, k: int, seed: int = 0
+    inputs: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, cfg: NexaraConfig, *, k: int, seed: int = 0
 ) -> CVResult:
     """Grouped K-fold CV of every member, the ensemble and the baseline. Needs Ray initialised."""
     import ray
@@ -149,7 +166,10 @@ def cross_validate(
     sec = cfg.training
     members = sec.members
     t0 = time.perf_counter()
-    x_ref = ray.put(np.ascontiguousarray(x, dtype=np.float32))
+    for m in members:
+        member_input(inputs, m)  # fail before any work when an input is missing
+    x = inputs["appearance"]
+    x_ref = ray.put({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
     task = ray.remote(num_cpus=sec.member_num_cpus)(_fit_and_score)
     folds = grouped_folds(y, groups, k, seed)
     pending = {}
@@ -234,9 +254,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
                     ray.train.report(meta, checkpoint=ray.train.Checkpoint.from_directory(out))
                 return
     torch.set_num_threads(int(config["threads"]))
-    x = ray.get(config["x_ref"])
-    y = np.asarray(config["y"])
     member = MemberConfig.model_validate(config["member"])
+    x = member_input(ray.get(config["x_ref"]), member)
+    y = np.asarray(config["y"])
     train_cfg = TrainConfig.model_validate(config["train"])
     device = "cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu"
 
@@ -276,7 +296,7 @@ def _fit_member_with_trainer(
 
 
 def train_final(
-    x: np.ndarray, y: np.ndarray, cfg: NexaraConfig, *, epochs: dict[str, int], run_name: str
+    inputs: dict[str, np.ndarray], y: np.ndarray, cfg: NexaraConfig, *, epochs: dict[str, int], run_name: str
 ) -> dict[str, dict[str, Any]]:
     """Train every member on all clips with Ray Train, members in parallel. Needs Ray initialised."""
     import ray
@@ -286,7 +306,7 @@ def train_final(
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
     use_gpu = sec.use_gpu
-    x_ref = ray.put(np.ascontiguousarray(x, dtype=np.float32))
+    x_ref = ray.put({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
     # num_cpus=0: the driver task only waits; the trainer's worker holds the CPU share
     fit = ray.remote(num_cpus=0)(_fit_member_with_trainer)
     refs = {}
@@ -323,11 +343,19 @@ def export_model(
     cfg: NexaraConfig,
     *,
     spec: Any,
-    feature_dim: int,
+    inputs: dict[str, np.ndarray],
     training_data: dict[str, Any],
     version: str,
 ) -> ModelManifest:
     sec = cfg.training
+    by_name = {m.name: m for m in sec.members}
+    motion_entry = None
+    if any(by_name[n].input == "motion" for n in cv.member_names):
+        from nexara.motion import MOTION_VERSION, MotionSpec
+
+        motion_entry = MotionEntry(
+            version=MOTION_VERSION, hash=MotionSpec().hash(), dim=int(inputs["motion"].shape[-1])
+        )
     weights, temperature, threshold = _fit_calibration(cv.oof_member_probs, y, sec)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -336,7 +364,11 @@ def export_model(
         torch.save(trained[name]["state_dict"], wf)
         entries.append(
             MemberEntry(
-                name=name, head_config=trained[name]["head_config"], weights_file=wf.name, sha256=sha256_file(wf)
+                name=name,
+                head_config=trained[name]["head_config"],
+                weights_file=wf.name,
+                sha256=sha256_file(wf),
+                input=by_name[name].input,
             )
         )
     cv_metrics = {name: {k: v for k, v in s["metrics"].items() if k in _REPORTED} for name, s in cv.summary.items()}
@@ -346,7 +378,8 @@ def export_model(
         backbone=cfg.model.backbone,
         preprocessing=PreprocessingEntry(**spec.to_dict(), hash=spec.hash()),
         frames_per_clip=cfg.media.frames_per_clip,
-        feature_dim=feature_dim,
+        feature_dim=int(inputs["appearance"].shape[-1]),
+        motion=motion_entry,
         members=entries,
         vote="soft",
         weights=[float(w) for w in weights],

@@ -46,6 +46,8 @@ FEATURE_SCHEMA = pa.schema(
         ("backbone", pa.string()),
         ("preprocessing_hash", pa.string()),
         ("frames_per_clip", pa.int32()),
+        ("motion", pa.list_(pa.float32())),
+        ("motion_hash", pa.string()),
     ]
 )
 ERROR_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("stage", pa.string())])
@@ -88,9 +90,10 @@ def frames_for(duration_s: float | None, cfg: NexaraConfig) -> int:
 class DecodeClip:
     """Callable for ``Dataset.map``: one manifest row -> the row plus uint8 frames, or an error."""
 
-    def __init__(self, cfg: NexaraConfig, spec: PreprocessSpec) -> None:
+    def __init__(self, cfg: NexaraConfig, spec: PreprocessSpec, *, motion: bool | None = None) -> None:
         self.cfg = cfg
         self.spec = spec
+        self.motion = cfg.features.motion if motion is None else motion
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from nexara.media import sample_clip  # imported in the worker
@@ -106,11 +109,17 @@ class DecodeClip:
                 resize=self.spec.resize,
                 timeout_s=self.cfg.media.read_timeout_s,
             )
+            motion = np.zeros(0, np.float32)
+            if self.motion:
+                from nexara.motion import clip_motion
+
+                motion = clip_motion(row["path"], timeout_s=self.cfg.media.read_timeout_s).astype(np.float32)
         except MediaError as exc:
             return {
                 **out,
                 "frames": np.zeros((0, h, w, 3), np.uint8),
                 "times_s": np.zeros(0, np.float32),
+                "motion": np.zeros(0, np.float32),
                 "corrupt_packets": 0,
                 "error": exc.reason,
                 "error_code": exc.code,
@@ -121,6 +130,7 @@ class DecodeClip:
                 **out,
                 "frames": np.zeros((0, h, w, 3), np.uint8),
                 "times_s": np.zeros(0, np.float32),
+                "motion": np.zeros(0, np.float32),
                 "corrupt_packets": 0,
                 "error": f"unexpected decode failure: {type(exc).__name__}: {exc}",
                 "error_code": "decode_failed",
@@ -129,6 +139,7 @@ class DecodeClip:
             **out,
             "frames": clip.frames,
             "times_s": clip.times_s.astype(np.float32),
+            "motion": motion,
             "corrupt_packets": int(clip.corrupt_packets),
             "error": "",
             "error_code": "",
@@ -193,18 +204,48 @@ class BackboneActor:
 # --- store --------------------------------------------------------------------------------------
 
 
-def stored_keys(out_dir: Path, backbone: str, prep_hash: str, frames_per_clip: int) -> set[str]:
-    """Content hashes already stored for this backbone / preprocessing / T."""
+@dataclass(frozen=True, slots=True)
+class StoreKey:
+    """What makes stored features reusable: same backbone, preprocessing, T and motion spec."""
+
+    backbone: str
+    preprocessing_hash: str
+    frames_per_clip: int
+    motion_hash: str  # "" when the motion stream is off
+
+    @classmethod
+    def for_config(cls, cfg: NexaraConfig) -> StoreKey:
+        motion_hash = ""
+        if cfg.features.motion:
+            from nexara.motion import MotionSpec
+
+            motion_hash = MotionSpec().hash()
+        return cls(cfg.model.backbone, effective_spec(cfg).hash(), cfg.media.frames_per_clip, motion_hash)
+
+    def expression(self) -> pc.Expression:
+        expr = (
+            (pc.field("backbone") == self.backbone)
+            & (pc.field("preprocessing_hash") == self.preprocessing_hash)
+            & (pc.field("frames_per_clip") == self.frames_per_clip)
+        )
+        if self.motion_hash:
+            expr = expr & (pc.field("motion_hash") == self.motion_hash)
+        return expr
+
+
+def _dataset(out_dir: Path) -> pads.Dataset:
+    try:
+        return pads.dataset(out_dir, format="parquet", schema=FEATURE_SCHEMA)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise NexaraError(f"{out_dir}: existing feature store cannot be read ({exc})") from None
+
+
+def stored_keys(out_dir: Path, key: StoreKey) -> set[str]:
+    """Content hashes already stored under ``key``."""
     if not out_dir.is_dir() or not any(out_dir.glob("*.parquet")):
         return set()
     try:
-        dset = pads.dataset(out_dir, format="parquet")
-        expr = (
-            (pc.field("backbone") == backbone)
-            & (pc.field("preprocessing_hash") == prep_hash)
-            & (pc.field("frames_per_clip") == frames_per_clip)
-        )
-        table = dset.to_table(columns=["content_hash"], filter=expr)
+        table = _dataset(out_dir).to_table(columns=["content_hash"], filter=key.expression())
     except (pa.ArrowInvalid, OSError) as exc:
         raise NexaraError(f"{out_dir}: existing feature store cannot be read ({exc})") from None
     return set(table.column("content_hash").to_pylist())
@@ -216,9 +257,7 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def _feature_rows(
-    batch: dict[str, np.ndarray], backbone: str, prep_hash: str, t_cfg: int
-) -> tuple[pa.Table, list[dict[str, str]]]:
+def _feature_rows(batch: dict[str, np.ndarray], key: StoreKey) -> tuple[pa.Table, list[dict[str, str]]]:
     rows, errors = [], []
     for i in range(len(batch["path"])):
         err = str(batch["error"][i])
@@ -238,9 +277,11 @@ def _feature_rows(
                 "feature_dim": int(f.shape[1]),
                 "frame_times_s": np.asarray(batch["times_s"][i], dtype=np.float32),
                 "corrupt_packets": int(batch["corrupt_packets"][i]),
-                "backbone": backbone,
-                "preprocessing_hash": prep_hash,
-                "frames_per_clip": t_cfg,
+                "backbone": key.backbone,
+                "preprocessing_hash": key.preprocessing_hash,
+                "frames_per_clip": key.frames_per_clip,
+                "motion": np.asarray(batch["motion"][i], dtype=np.float32),
+                "motion_hash": key.motion_hash,
             }
         )
     return _rows_to_table(rows), errors
@@ -259,26 +300,45 @@ def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     else:
         outer = pa.array([], type=FEATURE_SCHEMA.field("features").type)
     cols["frame_times_s"] = [list(map(float, t)) for t in cols["frame_times_s"]]
+    cols["motion"] = [list(map(float, m)) for m in cols["motion"]]
     arrays = []
     for field in FEATURE_SCHEMA:
         arrays.append(outer if field.name == "features" else pa.array(cols[field.name], type=field.type))
     return pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA)
 
 
-def load_features(out_dir: Path, *, backbone: str | None = None) -> tuple[np.ndarray, pa.Table]:
-    """All stored clips as (N, T, D) float32 (clips of equal T) and the metadata table."""
-    dset = pads.dataset(out_dir, format="parquet")
-    expr = pc.field("backbone") == backbone if backbone else None
-    table = dset.to_table(filter=expr)
+@dataclass(frozen=True, slots=True)
+class StoredFeatures:
+    """Inputs of every stored clip: ``appearance`` (N, T, D) and, when stored, ``motion`` (N, 1, M)."""
+
+    inputs: dict[str, np.ndarray]
+    meta: pa.Table
+
+    @property
+    def appearance(self) -> np.ndarray:
+        return self.inputs["appearance"]
+
+
+def load_features(out_dir: Path, *, key: StoreKey | None = None, backbone: str | None = None) -> StoredFeatures:
+    """Stored clips (under ``key``, or of ``backbone``, or all) as arrays plus the metadata table."""
+    if not out_dir.is_dir() or not any(out_dir.glob("*.parquet")):
+        raise NexaraError(f"{out_dir}: no feature store here (run `nexara features MANIFEST --out {out_dir}`)")
+    expr = key.expression() if key else (pc.field("backbone") == backbone if backbone else None)
+    table = _dataset(out_dir).to_table(filter=expr)
     if table.num_rows == 0:
-        raise NexaraError(f"{out_dir}: no stored features" + (f" for backbone {backbone}" if backbone else ""))
+        raise NexaraError(f"{out_dir}: no stored features match {key or backbone}")
     t = set(table.column("num_frames").to_pylist())
     d = set(table.column("feature_dim").to_pylist())
     if len(t) != 1 or len(d) != 1:
         raise NexaraError(f"{out_dir}: clips have different shapes (T in {sorted(t)}, D in {sorted(d)})")
     flat = pc.list_flatten(pc.list_flatten(table.column("features")))
     arr = flat.to_numpy(zero_copy_only=False).astype(np.float32)
-    return arr.reshape(table.num_rows, t.pop(), d.pop()), table.drop_columns(["features"])
+    inputs = {"appearance": arr.reshape(table.num_rows, t.pop(), d.pop())}
+    lengths = pc.list_value_length(table.column("motion")).to_numpy(zero_copy_only=False)
+    if len(lengths) and lengths.min() > 0 and lengths.min() == lengths.max():
+        m = pc.list_flatten(table.column("motion")).to_numpy(zero_copy_only=False).astype(np.float32)
+        inputs["motion"] = m.reshape(table.num_rows, 1, int(lengths[0]))
+    return StoredFeatures(inputs, table.drop_columns(["features", "motion"]))
 
 
 # --- driver -------------------------------------------------------------------------------------
@@ -294,15 +354,13 @@ def extract_features(
 
     start = time.perf_counter()
     spec = effective_spec(cfg)
-    prep_hash = spec.hash()
-    backbone = cfg.model.backbone
-    t_cfg = cfg.media.frames_per_clip
+    key = StoreKey.for_config(cfg)
     table = read_manifest(manifest_path)
     rows = table.to_pylist()
     if limit is not None:
         rows = rows[:limit]
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = stored_keys(out_dir, backbone, prep_hash, t_cfg)
+    done = stored_keys(out_dir, key)
     errors: list[dict[str, str]] = [
         {"path": r["path"], "reason": r["error"], "stage": "scan"} for r in rows if r.get("error")
     ]
@@ -324,13 +382,13 @@ def extract_features(
         ds = ds.map_batches(
             BackboneActor,
             fn_constructor_kwargs={
-                "backbone": backbone,
+                "backbone": key.backbone,
                 "weights": cfg.model.weights,
                 "device": cfg.model.device if fc.model_num_gpus > 0 else "cpu",
                 "batch_size": fc.batch_size,
                 "threads": fc.torch_threads,
             },
-            batch_size=max(1, fc.batch_size // max(1, t_cfg)) or 1,
+            batch_size=max(1, fc.batch_size // key.frames_per_clip),
             num_cpus=fc.model_num_cpus,
             num_gpus=fc.model_num_gpus or None,
             compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
@@ -340,7 +398,7 @@ def extract_features(
         part = 0
         t_loop = time.perf_counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            tbl, errs = _feature_rows(batch, backbone, prep_hash, t_cfg)
+            tbl, errs = _feature_rows(batch, key)
             errors.extend(errs)
             if tbl.num_rows:
                 _write_atomic(tbl, out_dir / f"part-{run_id}-{part:05d}.parquet")

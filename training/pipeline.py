@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +17,27 @@ from training.ensemble import (
     train_final,
     write_cv_report,
 )
-from training.features import effective_spec, load_features
+from training.features import StoreKey, effective_spec, load_features
 
 log = logging.getLogger(__name__)
 
 
-def load_training_data(features_dir: Path, cfg: NexaraConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    spec = effective_spec(cfg)
-    x, meta = load_features(features_dir, backbone=cfg.model.backbone)
-    hashes = set(meta.column("preprocessing_hash").to_pylist())
-    if hashes != {spec.hash()}:
-        # the store may hold several preprocessings: keep the configured one
-        keep = np.array([h == spec.hash() for h in meta.column("preprocessing_hash").to_pylist()])
-        if not keep.any():
-            raise TrainingError(
-                f"{features_dir}: no features with the configured preprocessing {spec.hash()} "
-                f"(found {sorted(hashes)}); run `nexara features` with this config first"
-            )
-        x, meta = x[keep], meta.filter(keep)
+def load_training_data(
+    features_dir: Path, cfg: NexaraConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Any]:
+    """Inputs stored under the configured backbone / preprocessing / T / motion spec, labels and sources."""
+    stored = load_features(features_dir, key=StoreKey.for_config(cfg))
+    meta = stored.meta
     y = np.asarray(meta.column("label").to_pylist(), dtype=np.int64)
     groups = np.asarray(meta.column("source").to_pylist(), dtype=object)
     if len(np.unique(y)) < 2:
         raise TrainingError(f"{features_dir}: training needs both classes, found only label(s) {np.unique(y)}")
-    return x, y, groups, meta
+    return stored.inputs, y, groups, meta
 
 
 def run_evaluate(features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int) -> CVResult:
-    x, y, groups, _ = load_training_data(features_dir, cfg)
-    cv = cross_validate(x, y, groups, cfg, k=k, seed=cfg.training.seed)
+    inputs, y, groups, _ = load_training_data(features_dir, cfg)
+    cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
     write_cv_report(cv, y, out_dir, title=f"NexaraVision grouped {k}-fold CV ({cfg.model.backbone} features)")
     return cv
 
@@ -55,13 +47,12 @@ def run_train(
 ) -> tuple[CVResult, Any]:
     """CV first (out-of-fold predictions calibrate the ensemble and pick each member's epochs), then every
     member on all clips with Ray Train, then export."""
-    x, y, groups, meta = load_training_data(features_dir, cfg)
-    cv = cross_validate(x, y, groups, cfg, k=k, seed=cfg.training.seed)
+    inputs, y, groups, meta = load_training_data(features_dir, cfg)
+    cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
     write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
     epochs = {name: max(3, int(np.median(e))) for name, e in cv.best_epochs.items()}
     log.info("final epochs per member (median best epoch over folds): %s", epochs)
-    trained = train_final(x, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
-    spec = replace(effective_spec(cfg))
+    trained = train_final(inputs, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
     sources = meta.column("source").to_pylist()
     training_data = {
         "clips": len(y),
@@ -77,8 +68,8 @@ def run_train(
         cv,
         y,
         cfg,
-        spec=spec,
-        feature_dim=int(x.shape[2]),
+        spec=effective_spec(cfg),
+        inputs=inputs,
         training_data=training_data,
         version=version,
     )

@@ -57,8 +57,12 @@ def test_features_end_to_end_then_resume(small_manifest: Path, tmp_path: Path) -
     for col in ("path", "label", "source", "split", "features", "backbone", "preprocessing_hash"):
         assert col in table.column_names
     assert set(table.column("backbone").to_pylist()) == {"efficientnet_lite0"}
-    x, meta = load_features(out)
+    stored = load_features(out)
+    x, meta = stored.appearance, stored.meta
     assert x.shape == (10, 16, 1280)
+    assert stored.inputs["motion"].shape[:2] == (10, 1)
+    motion = stored.inputs["motion"][:, 0]
+    assert np.isfinite(motion).all() and motion.std() > 0
     assert np.isfinite(x).all() and x.std() > 0.05
     # different clips give different features; labels survive the round trip
     assert not np.allclose(x[0], x[-1])
@@ -72,7 +76,7 @@ def test_features_end_to_end_then_resume(small_manifest: Path, tmp_path: Path) -
     assert pads.dataset(out).to_table().num_rows == 10
 
     # a different preprocessing (resize policy) is a different store key: extracted again
-    cfg2 = parse_config("media:\n  resize: letterbox\nfeatures:\n  clips_per_block: 4\n")
+    cfg2 = parse_config("media:\n  resize: letterbox\nfeatures:\n  clips_per_block: 4\n  motion: false\n")
     third = extract_features(small_manifest, out, cfg2, limit=3)
     assert third.extracted == 3
     hashes = set(pads.dataset(out).to_table().column("preprocessing_hash").to_pylist())
@@ -90,7 +94,8 @@ def test_features_match_single_process_backbone(small_manifest: Path, tmp_path: 
     cfg = _cfg()
     out = tmp_path / "features"
     extract_features(small_manifest, out, cfg, limit=2)
-    x, meta = load_features(out)
+    stored = load_features(out)
+    x, meta = stored.appearance, stored.meta
     model = create_backbone("efficientnet_lite0")
     for i, path in enumerate(meta.column("path").to_pylist()):
         clip = sample_clip(path, num_frames=16, size_hw=(224, 224), resize="squash")

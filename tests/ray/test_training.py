@@ -51,7 +51,7 @@ training:
 def test_cv_train_export_resume(tmp_path: Path) -> None:
     x, y, groups = _synthetic()
     cfg = _cfg(tmp_path)
-    cv = cross_validate(x, y, groups, cfg, k=2, seed=0)
+    cv = cross_validate({"appearance": x}, y, groups, cfg, k=2, seed=0)
     # grouped: no source on two sides of any fold
     for test_idx in cv.folds:
         inside = set(groups[test_idx])
@@ -67,12 +67,12 @@ def test_cv_train_export_resume(tmp_path: Path) -> None:
     for png in ("roc.png", "pr.png", "confusion.png", "reliability.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
 
-    trained = train_final(x, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
+    trained = train_final({"appearance": x}, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
     assert set(trained) == {"stats", "conv"}
     assert (tmp_path / "ray_results" / "t1-stats").is_dir()
     spec = get_spec("efficientnet_lite0")
     model_dir = tmp_path / "model"
-    export_model(model_dir, trained, cv, y, cfg, spec=spec, feature_dim=x.shape[2],
+    export_model(model_dir, trained, cv, y, cfg, spec=spec, inputs={"appearance": x},
                  training_data={"clips": len(y)}, version="test-1")
     man = read_manifest(model_dir)
     assert [m.name for m in man.members] == ["stats", "conv"]
@@ -88,7 +88,7 @@ def test_cv_train_export_resume(tmp_path: Path) -> None:
     assert set(out.confidence) <= {"HIGH", "MEDIUM", "LOW"}
 
     # a rerun of the same Ray Train runs resumes from their final checkpoints instead of retraining
-    again = train_final(x, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
+    again = train_final({"appearance": x}, y, cfg, epochs={"stats": 8, "conv": 8}, run_name="t1")
     for name in trained:
         for k, v in trained[name]["state_dict"].items():
             assert torch.equal(v, again[name]["state_dict"][k])
@@ -99,14 +99,14 @@ def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
 
     x, y, groups = _synthetic(n_sources=6, per_source=6)
     cfg = _cfg(tmp_path)
-    cv = cross_validate(x, y, groups, cfg, k=2, seed=1)
+    cv = cross_validate({"appearance": x}, y, groups, cfg, k=2, seed=1)
     trained = {name: {"state_dict": {}, "head_config": {}} for name in cv.member_names}
     from training.loop import train_member
 
     for m in cfg.training.members:
         res = train_member(x, y, x, y, m.model_copy(update={"epochs": 1}), cfg.training.train)
         trained[m.name] = {"state_dict": res.state_dict, "head_config": res.head_config}
-    export_model(tmp_path / "m", trained, cv, y, cfg, spec=get_spec("efficientnet_lite0"), feature_dim=x.shape[2],
+    export_model(tmp_path / "m", trained, cv, y, cfg, spec=get_spec("efficientnet_lite0"), inputs={"appearance": x},
                  training_data={}, version="t")
     (tmp_path / "m" / "stats.pt").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="does not match its sha256"):
