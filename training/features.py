@@ -195,6 +195,7 @@ class BackboneActor:
                 "corrupt_packets",
                 "error",
                 "error_code",
+                "motion",
             )
         }
         result["features"] = per_clip
