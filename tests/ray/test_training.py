@@ -104,7 +104,7 @@ def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
     from training.loop import train_member
 
     for m in cfg.training.members:
-        res = train_member(x, y, x, y, m.model_copy(update={"epochs": 1}), cfg.training.train)
+        res = train_member(x, y, x, y, m.model_copy(update={"epochs": 2}), cfg.training.train)
         trained[m.name] = {"state_dict": res.state_dict, "head_config": res.head_config}
     export_model(tmp_path / "m", trained, cv, y, cfg, spec=get_spec("efficientnet_lite0"), inputs={"appearance": x},
                  training_data={}, version="t")
