@@ -57,10 +57,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=230)
     ap.add_argument("--config")
+    ap.add_argument("--motion", action="store_true", help="also compute motion statistics in the Ray pipeline")
     ap.add_argument("--shared", default=str(REPO.parent / "shared"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config)
+    cfg.features.motion = args.motion  # the plain loop computes CNN features only: compare like with like
     import pyarrow.parquet as pq
 
     from training.features import extract_features

@@ -65,11 +65,17 @@ def export_heads(model_dir: Path, out_dir: Path, *, frames: int, tol: float = 1e
     model = EnsembleModel(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     errors: dict[str, float] = {}
-    example = torch.randn(2, frames, model.manifest.feature_dim)
-    for name, head in zip(model.names, model.members, strict=True):
+    man = model.manifest
+    for entry, head in zip(man.members, model.members, strict=True):
+        name = entry.name
+        if entry.input == "motion":
+            assert man.motion is not None
+            t, d = 1, man.motion.dim
+        else:
+            t, d = frames, man.feature_dim
         path = out_dir / f"{name}.onnx"
-        _export(head, example, path, {"input": {0: "batch"}, "output": {0: "batch"}})
-        errors[name] = parity(head, path, torch.randn(3, frames, model.manifest.feature_dim))
+        _export(head, torch.randn(2, t, d), path, {"input": {0: "batch"}, "output": {0: "batch"}})
+        errors[name] = parity(head, path, torch.randn(3, t, d))
         if errors[name] > tol:
             raise ExportError(f"member {name}: ONNX output differs from torch by {errors[name]:.2e} (> {tol:g})")
     return errors
