@@ -1,7 +1,8 @@
 """Motion stream: clip-level statistics of dense optical flow and frame differences.
 
-One clip -> one vector of :data:`MOTION_DIM` (231) float32 features, in the order of
-:func:`motion_feature_names`:
+One clip -> one vector of :data:`MOTION_DIM` (1215) float32 features, in the order of
+:func:`motion_feature_names`. The first 231 are the flow-v1 set (unchanged), then the flow-v2
+groups (extras 20, ViF 800, local 164):
 
 * 182 ``flow_*`` features from dense Farneback flow. Frames are sampled at ``spec.fps`` (~10 fps),
   converted to gray at ``spec.size_hw`` (240x320), the flow between consecutive samples is
@@ -19,10 +20,32 @@ One clip -> one vector of :data:`MOTION_DIM` (231) float32 features, in the orde
 * 49 ``fd_*`` features from absolute frame differences of the pooled gray frames (per 0.1 s):
   mean, p90, fraction above 10 and 25, max cell and max/mean cell ratio (4x4 grid), and the mean
   change of the difference image, each summarised by the same 7 statistics.
+* 20 ``ex_*`` extras from the same (compensated, per 0.1 s) flow: per pair the mean magnitude of
+  the top 5% moving pixels (``top_mag``), their mean acceleration from the previous pair
+  (``top_acc``) and its ratio to ``top_mag``, the mean angular change of the pixels moving by more
+  than 1 in both pairs (``dang``, 0 unless more than 5 such pixels) and the clip's motion-energy
+  fluctuation |second difference of the mean magnitude| / its clip mean (``mag_fluct``); each
+  summarised by mean, std, max and median.
+* 800 ``vif_*`` / ``ovif_*``: Violent Flows (Hassner 2012) and its orientation variant, on the
+  *raw* flow (pooled px per pair, not time-normalised or compensated, as in the research recipe):
+  the fraction of consecutive-pair changes at which a pixel's magnitude (orientation, counted
+  where the magnitude is above 0.5) changed at least as much as that pair's mean change; per cell
+  of the 4x4 grid a 20-bin histogram of that fraction over [0, 1] (``<kind>_c<cell>_b<bin>``, 320)
+  and the same histograms sorted over cells per bin, top 4 cells (``<kind>_top<rank>_b<bin>``, 80).
+* 164 ``loc_*`` local statistics: 10 per-cell series (mean / p90 magnitude, fraction above 2,
+  mean / p90 acceleration, angular change (pixels moving in both pairs), |divergence|, |curl|,
+  coherence |mean flow| / mean magnitude, entropy of the magnitude-weighted 8-bin direction
+  histogram), each summarised per cell by mean, std, max and mean |step|, combined over cells by
+  max, mean, the top-energy cell and the mean of the top-3 cells (``loc_<agg>_<series>_<summary>``),
+  then the 4 largest cell energies (mean magnitude + mean acceleration) over their mean
+  (``loc_conc<rank>``).
 
 This is a port of the research recipe "Motion v1 computed at 320x240 (10 fps), pooled to
 160x120, camera-motion compensated, flow + diff features" (research names are the same without
-the ``flow_`` prefix). Frames are picked by :func:`nexara.media.iter_frames` (the frame nearest
+the ``flow_`` prefix) plus ``motion_feats2.extras`` / ``vif`` and ``motion_local.local_feats``
+(vectorised; on the same flows they agree with the research functions to ~1e-4). With a single
+frame pair the research code duplicated the pair, which this reproduces: no change between pairs,
+every ViF pixel counted as changed. Frames are picked by :func:`nexara.media.iter_frames` (the frame nearest
 each 1/fps slot) where the research code took the first frame at or after each slot: for
 10/20/30 fps sources the frames are the same, for 25/24/12 fps sources neighbouring frames are
 used, which moves individual clip vectors (not their discriminative power).
@@ -59,7 +82,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MOTION_VERSION = "flow-v1"
+MOTION_VERSION = "flow-v2"
 
 # Flow and difference values are normalised to this time step (seconds) before any threshold.
 _REF_DT_S = 0.1
@@ -82,6 +105,20 @@ _FLOW_SERIES = (
 )  # fmt: skip
 _FLOW_HISTS = (("hm", len(_MAG_BINS) - 1), ("hd", _DIR_BINS), ("ha", len(_ACC_BINS) - 1))
 _DIFF_SERIES = ("m", "p90", "fr10", "fr25", "cellmax", "cellratio", "dd")
+# flow-v2 groups
+_EXTRA_SERIES = ("top_mag", "top_acc", "acc_ratio", "dang", "mag_fluct")
+_EXTRA_SUMMARIES = ("mean", "std", "max", "median")
+_TOP_Q = 95  # percentile of the magnitude above which a pixel is one of the "top" movers
+_MIN_DANG_PX = 5  # angular change is 0 unless more pixels than this move in both pairs
+_VIF_BINS = 20
+_VIF_TOP = 4  # cell-sorted histograms keep the top cells per bin
+_VIF_MOVING = 0.5  # raw magnitude (pooled px per pair) above which the orientation change counts
+_LOCAL_SERIES = (
+    "mag_mean", "mag_p90", "fr2", "acc_mean", "acc_p90", "dang", "div", "curl", "coh", "dir_ent",
+)  # fmt: skip
+_LOCAL_SUMMARIES = ("mean", "std", "max", "dmean")
+_LOCAL_AGGS = ("max", "mean", "top1", "top3")
+_LOCAL_CONC = 4
 
 
 def motion_feature_names() -> list[str]:
@@ -90,6 +127,13 @@ def motion_feature_names() -> list[str]:
     for prefix, bins in _FLOW_HISTS:
         names += [f"flow_{prefix}{j}_{x}" for x in ("mean", "std") for j in range(bins)]
     names += [f"fd_{s}_{x}" for s in _DIFF_SERIES for x in _SUMMARIES]
+    names += [f"ex_{s}_{x}" for s in _EXTRA_SERIES for x in _EXTRA_SUMMARIES]
+    cells = _GRID * _GRID
+    for kind in ("vif", "ovif"):
+        names += [f"{kind}_c{c}_b{j}" for c in range(cells) for j in range(_VIF_BINS)]
+        names += [f"{kind}_top{r}_b{j}" for r in range(_VIF_TOP) for j in range(_VIF_BINS)]
+    names += [f"loc_{a}_{s}_{x}" for a in _LOCAL_AGGS for s in _LOCAL_SERIES for x in _LOCAL_SUMMARIES]
+    names += [f"loc_conc{r}" for r in range(_LOCAL_CONC)]
     return names
 
 
@@ -190,10 +234,37 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p + 1e-9)).sum(axis=1)
 
 
-def _pair_stats(flow: np.ndarray, prev: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per-pair series and histograms of a chunk of flows (T, H, W, 2); ``prev`` is the flow just
-    before the chunk (for the acceleration), None at the start of the clip."""
-    t = flow.shape[0]
+def _cell_rows(x: np.ndarray) -> np.ndarray:
+    """(T, H, W) -> (T, 16, H*W/16) pixels of each cell of the 4x4 grid (a contiguous copy)."""
+    t, h, w = x.shape
+    rows = x.reshape(t, _GRID, h // _GRID, _GRID, w // _GRID).swapaxes(2, 3)
+    return np.ascontiguousarray(rows).reshape(t, _GRID * _GRID, -1)
+
+
+def _cell_index(h: int, w: int) -> np.ndarray:
+    """(H, W) index of the 4x4 grid cell of each pixel (row-major cells)."""
+    rows = np.arange(h) // (h // _GRID)
+    cols = np.arange(w) // (w // _GRID)
+    return rows[:, None] * _GRID + cols[None, :]
+
+
+def _abs_angle_change(a1: np.ndarray, a0: np.ndarray) -> np.ndarray:
+    """|a1 - a0| wrapped to [0, pi] (``|np.angle(np.exp(1j * (a1 - a0)))|`` without complex numbers)."""
+    d = (a1 - a0 + np.pi) % (2 * np.pi) - np.pi
+    return np.abs(d)
+
+
+def _pair_stats(
+    flow: np.ndarray, raw: np.ndarray, prev: dict[str, np.ndarray] | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-pair series and histograms of a chunk of flows (T, H, W, 2). ``flow`` is compensated and
+    per 0.1 s, ``raw`` the same flow before both (for ViF). ``prev`` carries the last pair of the
+    previous chunk (for the changes between pairs), None at the start of the clip. Returns the
+    statistics and the ``prev`` of the next chunk.
+
+    Keys of the changes between consecutive pairs (``acc_*``, ``ha``, ``top_acc``, ``acc_ratio``,
+    ``dang``, ``l_acc_*``, ``l_dang``, ``vif_*``) have one row per pair that has a predecessor."""
+    t, h, w, _ = flow.shape
     u, v = flow[..., 0], flow[..., 1]
     mag = np.sqrt(u * u + v * v)
     flat = mag.reshape(t, -1)
@@ -217,38 +288,149 @@ def _pair_stats(flow: np.ndarray, prev: np.ndarray | None) -> dict[str, np.ndarr
 
     du_dx, du_dy = np.gradient(u, axis=2), np.gradient(u, axis=1)
     dv_dx, dv_dy = np.gradient(v, axis=2), np.gradient(v, axis=1)
-    out["div"] = np.abs(du_dx + dv_dy).mean(axis=(1, 2), dtype=np.float64)
-    out["curl"] = np.abs(dv_dx - du_dy).mean(axis=(1, 2), dtype=np.float64)
+    div = np.abs(du_dx + dv_dy)
+    curl = np.abs(dv_dx - du_dy)
+    out["div"] = div.mean(axis=(1, 2), dtype=np.float64)
+    out["curl"] = curl.mean(axis=(1, 2), dtype=np.float64)
 
     cells = _cells(mag)
     out["cellmax"] = cells.max(axis=1)
     out["cellratio"] = cells.max(axis=1) / (cells.mean(axis=1) + 1e-3)
     out["cellent"] = _entropy(cells / (cells.sum(axis=1, keepdims=True) + 1e-6))
 
-    before = flow[:-1] if prev is None else np.concatenate([prev[None], flow[:-1]])
-    after = flow[1:] if prev is None else flow
-    if len(after):
+    # extras: the top 5% moving pixels of each pair
+    top = flat >= np.percentile(flat, _TOP_Q, axis=1)[:, None]
+    n_top = np.maximum(top.sum(axis=1), 1)
+    top_mag = (flat * top).sum(axis=1, dtype=np.float64) / n_top
+    out["top_mag"] = top_mag
+    ang = np.arctan2(v, u)
+
+    # local: per-cell series (T, 16)
+    n_cells = _GRID * _GRID
+    out["l_mag_mean"] = cells
+    out["l_mag_p90"] = np.percentile(_cell_rows(mag), 90, axis=2)
+    out["l_fr2"] = _cells(mag > 2)
+    out["l_div"] = _cells(div)
+    out["l_curl"] = _cells(curl)
+    out["l_coh"] = np.hypot(_cells(u), _cells(v)) / (cells + 1e-3)
+    b8 = ((ang + np.float32(np.pi)) / np.float32(2 * np.pi) * 8).astype(np.intp).clip(0, 7)
+    idx = (np.arange(t)[:, None, None] * n_cells + _cell_index(h, w)[None]) * 8 + b8
+    hist = np.bincount(idx.ravel(), weights=mag.ravel(), minlength=t * n_cells * 8).reshape(t, n_cells, 8)
+    hist = hist / (hist.sum(axis=2, keepdims=True) + 1e-6)
+    out["l_dir_ent"] = -(hist * np.log(hist + 1e-9)).sum(axis=2)
+
+    # changes between consecutive pairs
+    raw_mag = np.sqrt(raw[..., 0] ** 2 + raw[..., 1] ** 2)
+    raw_ang = np.arctan2(raw[..., 1], raw[..., 0])
+    cur = {"flow": flow, "mag": mag, "ang": ang, "raw_mag": raw_mag, "raw_ang": raw_ang}
+
+    def pairs(key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(earlier, later) arrays of the consecutive pairs that end in this chunk."""
+        x = cur[key]
+        if prev is None:
+            return x[:-1], x[1:]
+        return np.concatenate([prev[key][None], x[:-1]]), x
+
+    before, after = pairs("flow")
+    n_after = len(after)
+    if n_after:
         acc = np.linalg.norm(after - before, axis=-1)
-        acc_flat = acc.reshape(len(acc), -1)
+        acc_flat = acc.reshape(n_after, -1)
         out["acc_mean"] = acc_flat.mean(axis=1, dtype=np.float64)
         out["acc_p90"] = np.percentile(acc_flat, 90, axis=1)
         out["acc_fr2"] = (acc_flat > 2).mean(axis=1)
-        out["acc_cellmax"] = _cells(acc).max(axis=1)
+        acc_cells = _cells(acc)
+        out["acc_cellmax"] = acc_cells.max(axis=1)
         out["ha"] = _histograms(acc, _ACC_BINS) / acc_flat.shape[1]
+
+        top_after = top[t - n_after :]
+        top_acc = (acc_flat * top_after).sum(axis=1, dtype=np.float64) / n_top[t - n_after :]
+        out["top_acc"] = top_acc
+        out["acc_ratio"] = top_acc / (top_mag[t - n_after :] + 1e-3)
+        (m0, m1), (a0, a1) = pairs("mag"), pairs("ang")
+        both = (m1 > 1) & (m0 > 1)
+        dang = _abs_angle_change(a1, a0) * both
+        n_both = both.sum(axis=(1, 2))
+        dang_sum = dang.sum(axis=(1, 2), dtype=np.float64)
+        out["dang"] = np.where(n_both > _MIN_DANG_PX, dang_sum / np.maximum(n_both, 1), 0.0)
+        out["l_acc_mean"] = acc_cells
+        out["l_acc_p90"] = np.percentile(_cell_rows(acc), 90, axis=2)
+        out["l_dang"] = _cells(dang)
+
+        # ViF: pixels whose magnitude (orientation) change is at least the pair's mean change
+        (r0, r1), (o0, o1) = pairs("raw_mag"), pairs("raw_ang")
+        dm = np.abs(r1 - r0)
+        da = _abs_angle_change(o1, o0) * (r1 > _VIF_MOVING)
+        out["vif_m"] = (dm >= dm.mean(axis=(1, 2), keepdims=True)).sum(axis=0)[None]
+        out["vif_o"] = (da >= da.mean(axis=(1, 2), keepdims=True)).sum(axis=0)[None]
     else:
-        for key in ("acc_mean", "acc_p90", "acc_fr2", "acc_cellmax"):
+        for key in ("acc_mean", "acc_p90", "acc_fr2", "acc_cellmax", "top_acc", "acc_ratio", "dang"):
             out[key] = np.zeros(0)
         out["ha"] = np.zeros((0, len(_ACC_BINS) - 1))
-    return out
+        for key in ("l_acc_mean", "l_acc_p90", "l_dang"):
+            out[key] = np.zeros((0, n_cells))
+        out["vif_m"] = out["vif_o"] = np.zeros((1, h, w), dtype=np.intp)
+    out["n_after"] = np.array([n_after])
+    return out, {k: x[-1].copy() for k, x in cur.items()}
 
 
-def _flow_features(chunks: list[dict[str, np.ndarray]]) -> np.ndarray:
-    series = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+def _flow_features(series: dict[str, np.ndarray]) -> np.ndarray:
     feats = [_series_stats(series[k]) for k in _FLOW_SERIES]
     for key, bins in _FLOW_HISTS:
         hist = series[key] if len(series[key]) else np.zeros((1, bins))
         feats += [hist.mean(axis=0), hist.std(axis=0)]
     return np.concatenate(feats)
+
+
+def _extra_features(series: dict[str, np.ndarray]) -> np.ndarray:
+    """Top-5% magnitude / acceleration / their ratio, angular change, motion-energy fluctuation:
+    mean, std, max, median of each per-pair series (zeros where a series is empty)."""
+    m = series["mean"]
+    fluct = np.abs(np.diff(m, 2)) / (m.mean() + 1e-3) if len(m) > 2 else np.zeros(1)
+    feats = []
+    for key in _EXTRA_SERIES:
+        s = fluct if key == "mag_fluct" else series[key]
+        s = s if len(s) else np.zeros(1)
+        feats.append([s.mean(), s.std(), s.max(), np.median(s)])
+    return np.ravel(feats)
+
+
+def _vif_features(series: dict[str, np.ndarray]) -> np.ndarray:
+    """ViF / orientation ViF: per-cell 20-bin histograms of the fraction of pair-to-pair changes at
+    which each pixel changed at least as much as the pair's mean, then the same histograms sorted
+    over cells per bin (top 4 cells). One pair only: every pixel counts as changed (fraction 1)."""
+    n = int(series["n_after"].sum())
+    edges = np.linspace(0.0, 1.0, _VIF_BINS + 1)
+    feats = []
+    for key in ("vif_m", "vif_o"):
+        counts = series[key].sum(axis=0)
+        frac = counts / n if n else np.ones(counts.shape)
+        h, w = frac.shape
+        bins = np.clip(np.searchsorted(edges, frac, side="right") - 1, 0, _VIF_BINS - 1)
+        n_cells = _GRID * _GRID
+        hist = np.bincount((_cell_index(h, w) * _VIF_BINS + bins).ravel(), minlength=n_cells * _VIF_BINS)
+        hist = hist.reshape(n_cells, _VIF_BINS) / (h * w / n_cells)
+        feats += [hist.ravel(), -np.sort(-hist, axis=0)[:_VIF_TOP].ravel()]
+    return np.concatenate(feats)
+
+
+def _local_features(series: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-cell series summarised over time (mean, std, max, mean |step|), combined over the 16
+    cells by max, mean, the top-energy cell and the mean of the 3 top-energy cells, then the 4
+    largest cell energies over the mean energy (energy: mean magnitude + mean acceleration)."""
+    n_cells = _GRID * _GRID
+    per_cell = []
+    for key in _LOCAL_SERIES:
+        s = series[f"l_{key}"]
+        s = s if len(s) else np.zeros((1, n_cells))
+        steps = np.abs(np.diff(s, axis=0)).mean(axis=0) if len(s) > 1 else np.zeros(n_cells)
+        per_cell += [s.mean(axis=0), s.std(axis=0), s.max(axis=0), steps]
+    cellf = np.stack(per_cell, axis=1)  # (16, 40)
+    acc = series["l_acc_mean"]
+    energy = series["l_mag_mean"].mean(axis=0) + (acc.mean(axis=0) if len(acc) else 0.0)
+    order = np.argsort(-energy, kind="stable")
+    conc = np.sort(energy)[::-1][:_LOCAL_CONC] / (energy.mean() + 1e-3)
+    return np.concatenate([cellf.max(axis=0), cellf.mean(axis=0), cellf[order[0]], cellf[order[:3]].mean(axis=0), conc])
 
 
 def _diff_features(pooled: np.ndarray, dt: np.ndarray) -> np.ndarray:
@@ -303,7 +485,7 @@ def motion_from_gray(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec |
     scale = np.stack([np.full_like(dt, pw / w), np.full_like(dt, ph / h)], axis=1) * (_REF_DT_S / dt)[:, None]
 
     chunks: list[dict[str, np.ndarray]] = []
-    prev: np.ndarray | None = None
+    prev: dict[str, np.ndarray] | None = None
     for start in range(0, n - 1, _CHUNK):
         stop = min(start + _CHUNK, n - 1)
         flow = np.empty((stop - start, ph, pw, 2), dtype=np.float32)
@@ -314,19 +496,30 @@ def motion_from_gray(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec |
                 fb.pyr_scale, fb.levels, fb.winsize, fb.iterations, fb.poly_n, fb.poly_sigma, 0,
             )  # fmt: skip
             flow[k - start] = full.reshape(ph, fy, pw, fx, 2).mean(axis=(1, 3))
+        # ViF uses the flow in pooled px per pair, neither time-normalised nor compensated
+        raw = flow * np.array([pw / w, ph / h], dtype=np.float32)
         flow *= scale[start:stop, None, None, :].astype(np.float32)
         if spec.compensate:
             # (median over a contiguous copy of each component: several times faster than strided)
             flow -= np.median(np.moveaxis(flow, 3, 1).reshape(len(flow), 2, -1), axis=2)[:, None, None, :]
-        chunks.append(_pair_stats(flow, prev))
-        prev = flow[-1].copy()
+        stats, prev = _pair_stats(flow, raw, prev)
+        chunks.append(stats)
+    series = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
     pooled = (
         frames
         if (fy, fx) == (1, 1)
         else np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) for f in frames])
     )
-    vec = np.concatenate([_flow_features(chunks), _diff_features(pooled, dt)])
+    vec = np.concatenate(
+        [
+            _flow_features(series),
+            _diff_features(pooled, dt),
+            _extra_features(series),
+            _vif_features(series),
+            _local_features(series),
+        ]
+    )
     return np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
