@@ -107,19 +107,11 @@ def cmd_dataset_scan(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from training.features import extract_features
-    from training.runtime import init_ray
 
     cfg = _cfg(args)
     if args.backbone:
         cfg.model.backbone = args.backbone
-    started = init_ray(cfg.ray)
-    try:
-        stats = extract_features(Path(args.manifest), Path(args.out), cfg, limit=args.limit)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    stats = extract_features(Path(args.manifest), Path(args.out), cfg, limit=args.limit)
     sys.stdout.write(
         f"features: {args.out}: {stats.extracted} extracted, {stats.skipped} already stored, "
         f"{stats.failed} failed (see {Path(args.out) / '_errors.parquet'}); "

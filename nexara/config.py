@@ -154,12 +154,13 @@ class RayConfig(_Model):
 
 
 def _default_members() -> list[MemberConfig]:
+    """Motion probes carry most of the signal on CCTV (see README, model card); appearance heads add
+    diversity and get whatever weight the out-of-fold fit gives them."""
     return [
-        MemberConfig(name="stats", head="stats", motion=True),
-        MemberConfig(name="attention", head="attention", motion=True),
-        MemberConfig(name="conv1d", head="conv1d", motion=True),
-        MemberConfig(name="bigru", head="bigru", motion=True),
-        MemberConfig(name="hybrid", head="hybrid", motion=True),
+        MemberConfig(name="motion_lr", head="probe", input="motion", head_kwargs={"hidden": 0, "dropout": 0.2}),
+        MemberConfig(name="motion_mlp", head="probe", input="motion", head_kwargs={"hidden": 64, "dropout": 0.5}),
+        MemberConfig(name="app_stats", head="stats", motion=True),
+        MemberConfig(name="app_conv1d", head="conv1d", motion=True),
     ]
 
 

@@ -342,7 +342,63 @@ def load_features(out_dir: Path, *, key: StoreKey | None = None, backbone: str |
     return StoredFeatures(inputs, table.drop_columns(["features", "motion"]))
 
 
-# --- driver -------------------------------------------------------------------------------------
+# --- driver ---
+
+
+def _run_pipeline(
+    todo: list[dict[str, Any]],
+    out_dir: Path,
+    cfg: NexaraConfig,
+    spec: PreprocessSpec,
+    key: StoreKey,
+    errors: list[dict[str, str]],
+) -> tuple[int, int]:
+    """Decode tasks -> backbone actor pool; parts written as results stream in. Returns (clips, frames)."""
+    import ray
+
+    fc = cfg.features
+    items = [{k: r[k] for k in ("path", "content_hash", "label", "source", "split", "duration_s")} for r in todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
+    ds = ds.map(DecodeClip(cfg, spec), num_cpus=fc.decode_num_cpus)
+    ds = ds.map_batches(
+        BackboneActor,
+        fn_constructor_kwargs={
+            "backbone": key.backbone,
+            "weights": cfg.model.weights,
+            "device": cfg.model.device if fc.model_num_gpus > 0 else "cpu",
+            "batch_size": fc.batch_size,
+            "threads": fc.torch_threads,
+        },
+        batch_size=max(1, fc.batch_size // key.frames_per_clip),
+        num_cpus=fc.model_num_cpus,
+        num_gpus=fc.model_num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
+        batch_format="numpy",
+    )
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    part = extracted = frames = 0
+    t_loop = time.perf_counter()
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        tbl, errs = _feature_rows(batch, key)
+        errors.extend(errs)
+        if tbl.num_rows:
+            _write_atomic(tbl, out_dir / f"part-{run_id}-{part:05d}.parquet")
+            part += 1
+            extracted += tbl.num_rows
+            frames += int(sum(tbl.column("num_frames").to_pylist()))
+        elapsed = time.perf_counter() - t_loop
+        log.info(
+            "features: %d/%d clips, %.2f clips/s, %.1f frames/s, %d failed",
+            extracted + len(errors),
+            len(todo) + len(errors),
+            extracted / elapsed,
+            frames / elapsed,
+            len(errors),
+        )
+    return extracted, frames
+
+
+# --- driver (entry point) ---------------------------------------------------------------------
 
 
 def extract_features(
@@ -376,45 +432,14 @@ def extract_features(
     )
     extracted = frames = 0
     if todo:
-        fc = cfg.features
-        items = [{k: r[k] for k in ("path", "content_hash", "label", "source", "split", "duration_s")} for r in todo]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
-        ds = ds.map(DecodeClip(cfg, spec), num_cpus=fc.decode_num_cpus)
-        ds = ds.map_batches(
-            BackboneActor,
-            fn_constructor_kwargs={
-                "backbone": key.backbone,
-                "weights": cfg.model.weights,
-                "device": cfg.model.device if fc.model_num_gpus > 0 else "cpu",
-                "batch_size": fc.batch_size,
-                "threads": fc.torch_threads,
-            },
-            batch_size=max(1, fc.batch_size // key.frames_per_clip),
-            num_cpus=fc.model_num_cpus,
-            num_gpus=fc.model_num_gpus or None,
-            compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
-            batch_format="numpy",
-        )
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        part = 0
-        t_loop = time.perf_counter()
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            tbl, errs = _feature_rows(batch, key)
-            errors.extend(errs)
-            if tbl.num_rows:
-                _write_atomic(tbl, out_dir / f"part-{run_id}-{part:05d}.parquet")
-                part += 1
-                extracted += tbl.num_rows
-                frames += int(sum(tbl.column("num_frames").to_pylist()))
-            elapsed = time.perf_counter() - t_loop
-            log.info(
-                "features: %d/%d clips, %.2f clips/s, %.1f frames/s, %d failed",
-                extracted + len(errors),
-                len(todo) + len(errors),
-                extracted / elapsed,
-                frames / elapsed,
-                len(errors),
-            )
+        from training.runtime import init_ray
+
+        started = init_ray(cfg.ray)  # only when there is work: a rerun that skips everything stays instant
+        try:
+            extracted, frames = _run_pipeline(todo, out_dir, cfg, spec, key, errors)
+        finally:
+            if started:
+                ray.shutdown()
     _write_atomic(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), out_dir / ERRORS_FILE)
     return FeatureRunStats(
         total=len(rows),
