@@ -1,0 +1,182 @@
+"""Append-only JSON Lines event log: the durable record written before any delivery (webhook, clip).
+
+Each :meth:`EventLog.append` is one ``os.write`` of one complete line to a file opened with
+``O_APPEND``, followed by ``os.fsync`` before it returns, so an event the caller was told about
+survives a process kill or a power cut. A crash in the middle of a write can leave a torn last line;
+reading skips (and counts) any line that does not parse, and opening a log whose last line is torn
+starts the next append on a fresh line, so earlier and later events are never lost.
+
+(event_id, kind, seq) is the idempotency key: appending the same message twice (a retried actor
+call) stores it once. The set of keys is rebuilt from the file when the log is opened. One process
+writes a given log; appends from threads within it are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from actors.confirmation import AlertEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_READ_LIMIT = 10_000
+
+
+class EventRecord(BaseModel):
+    """One line of the event log (the on-disk form of :class:`~actors.confirmation.AlertEvent`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(min_length=1)
+    kind: Literal["start", "update", "end"]
+    seq: int = Field(ge=0)
+    camera_id: str = Field(min_length=1)
+    start_s: float
+    end_s: float | None = None
+    at_s: float
+    peak_probability: float = Field(ge=0.0, le=1.0)
+    mean_probability: float = Field(ge=0.0, le=1.0)
+    tier: str
+    windows: int = Field(ge=0)
+    end_reason: Literal["quiet", "max_duration", "stream_end"] | None = None
+    clip_path: str | None = None
+    logged_unix_s: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.event_id, self.kind, self.seq)
+
+
+class EventLog:
+    """Durable, append-only, idempotent event log at ``path`` (created with its folder if absent)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str, int]] = set()
+        #: lines skipped by the last full scan (torn or invalid).
+        self.bad_lines = 0
+        for record in self._scan():
+            self._keys.add(record.key)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._heal_torn_tail()
+
+    def _heal_torn_tail(self) -> None:
+        # A torn last line has no newline; without one the next append would be glued onto it.
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return
+        with self.path.open("rb") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+        if last != b"\n":
+            logger.warning("event log %s ends with a torn line; the next event starts on a new line", self.path)
+            os.write(self._fd, b"\n")
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def append(self, event: AlertEvent | dict[str, Any]) -> bool:
+        """Write one event durably (flushed and fsynced before returning). Returns False, writing
+        nothing, when the same (event_id, kind, seq) is already in the log."""
+        data = event.to_dict() if isinstance(event, AlertEvent) else dict(event)
+        data.setdefault("logged_unix_s", time.time())
+        record = EventRecord.model_validate(data)
+        line = (record.model_dump_json() + "\n").encode("utf-8")
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError(f"event log {self.path} is closed")
+            if record.key in self._keys:
+                logger.debug("event %s/%s/%d already logged; skipped", *record.key)
+                return False
+            # One write of the whole line: O_APPEND keeps it contiguous; fsync makes it durable.
+            written = os.write(self._fd, line)
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+            os.fsync(self._fd)
+            self._keys.add(record.key)
+        return True
+
+    def read(
+        self,
+        camera_id: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """Events in log order, filtered by camera and by ``at_s`` (stream seconds of the event:
+        ``since_s <= at_s < until_s``), then paginated by ``offset`` and ``limit``."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if not 0 <= limit <= MAX_READ_LIMIT:
+            raise ValueError(f"limit must be in [0, {MAX_READ_LIMIT}], got {limit}")
+        out: list[EventRecord] = []
+        skipped = 0
+        for record in self._scan():
+            if camera_id is not None and record.camera_id != camera_id:
+                continue
+            if since_s is not None and record.at_s < since_s:
+                continue
+            if until_s is not None and record.at_s >= until_s:
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            if len(out) >= limit:
+                break
+            out.append(record)
+        return out
+
+    def _scan(self) -> Iterator[EventRecord]:
+        bad = 0
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            self.bad_lines = 0
+            return
+        complete = False
+        try:
+            with f:
+                for number, raw in enumerate(f, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        record = EventRecord.model_validate_json(raw)
+                    except ValidationError as exc:
+                        bad += 1
+                        logger.warning(
+                            "event log %s line %d is torn or invalid; skipped (%d error(s))",
+                            self.path,
+                            number,
+                            exc.error_count(),
+                        )
+                        continue
+                    yield record
+            complete = True
+        finally:
+            # Only a full pass knows the count; an early stop (pagination) keeps the last one.
+            if complete:
+                self.bad_lines = bad
