@@ -160,7 +160,6 @@ def _default_members() -> list[MemberConfig]:
         MemberConfig(name="motion_lr", head="probe", input="motion", head_kwargs={"hidden": 0, "dropout": 0.2}),
         MemberConfig(name="motion_mlp", head="probe", input="motion", head_kwargs={"hidden": 64, "dropout": 0.5}),
         MemberConfig(name="app_stats", head="stats", motion=True),
-        MemberConfig(name="app_conv1d", head="conv1d", motion=True),
     ]
 
 
