@@ -40,10 +40,17 @@ def expand_inputs(inputs: Iterable[str], extensions: Iterable[str] = VIDEO_EXTEN
 
 
 def make_record(
-    model: EnsembleModel, path: str, feats: np.ndarray, *, frames_used: int, duration_s: float | None, latency_s: float
+    model: EnsembleModel,
+    path: str,
+    feats: np.ndarray,
+    *,
+    frames_used: int,
+    duration_s: float | None,
+    latency_s: float,
+    motion: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one scored clip (same shape for the CLI and the HTTP API)."""
-    out = model.predict(feats[None])
+    out = model.predict(feats[None], None if motion is None else np.asarray(motion, dtype=np.float32)[None])
     return {
         "path": path,
         "violence_probability": round(float(out.probability[0]), 6),
@@ -100,9 +107,18 @@ class Predictor:
             return self.backbone(frames).float().cpu().numpy()
 
     def record(
-        self, path: str, feats: np.ndarray, *, frames_used: int, duration_s: float | None, latency_s: float
+        self,
+        path: str,
+        feats: np.ndarray,
+        *,
+        frames_used: int,
+        duration_s: float | None,
+        latency_s: float,
+        motion: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        return make_record(self.model, path, feats, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s)
+        return make_record(
+            self.model, path, feats, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s, motion=motion
+        )
 
     def predict_source(self, source: str | bytes, *, label: str | None = None) -> dict[str, Any]:
         """One input -> record, or ``{"path", "error", "reason"}`` for an unreadable one (never raises)."""
@@ -119,6 +135,11 @@ class Predictor:
                 resize=spec.resize,
                 timeout_s=self.read_timeout_s,
             )
+            motion = None
+            if self.model.needs_motion:
+                from nexara.motion import clip_motion
+
+                motion = clip_motion(source, timeout_s=self.read_timeout_s)
         except MediaError as exc:
             return {"path": name, "error": exc.code, "reason": exc.reason}
         except NexaraError as exc:
@@ -130,6 +151,7 @@ class Predictor:
             frames_used=len(clip.frames),
             duration_s=clip.info.duration_s,
             latency_s=time.perf_counter() - t0,
+            motion=motion,
         )
 
     def predict_many(self, sources: Iterable[str]) -> Iterator[dict[str, Any]]:

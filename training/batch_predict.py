@@ -49,6 +49,8 @@ def predict_with_ray(
         compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
         batch_format="numpy",
     )
+    # records come out in input order, like the single-process path
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     t_last = time.perf_counter()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         now = time.perf_counter()
@@ -68,4 +70,5 @@ def predict_with_ray(
                 frames_used=len(feats),
                 duration_s=float(times[-1]) if len(times) else None,
                 latency_s=share,
+                motion=np.asarray(batch["motion"][i], dtype=np.float32) if model.needs_motion else None,
             )
