@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 
 from nexara.config import NexaraConfig
 from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
-from training.features import BackboneActor, DecodeClip
+from training.features import build_pipeline
 
 
 def predict_with_ray(
@@ -28,27 +27,10 @@ def predict_with_ray(
     cfg.model.backbone = man.backbone
     cfg.media.frames_per_clip = man.frames_per_clip
     cfg.media.resize = man.preprocessing.resize
-    spec = model.spec
-    fc = cfg.features
     items = [
         {"path": p, "content_hash": "", "label": -1, "source": "", "split": "", "duration_s": None} for p in inputs
     ]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
-    ds = ds.map(DecodeClip(cfg, spec, motion=model.needs_motion), num_cpus=fc.decode_num_cpus)
-    ds = ds.map_batches(
-        BackboneActor,
-        fn_constructor_kwargs={
-            "backbone": man.backbone,
-            "weights": cfg.model.weights,
-            "device": "cpu",
-            "batch_size": fc.batch_size,
-            "threads": fc.torch_threads,
-        },
-        batch_size=max(1, fc.batch_size // man.frames_per_clip),
-        num_cpus=fc.model_num_cpus,
-        compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
-        batch_format="numpy",
-    )
+    ds = build_pipeline(items, cfg, model.spec, backbone=man.backbone, motion=model.needs_motion)
     # records come out in input order, like the single-process path
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     t_last = time.perf_counter()

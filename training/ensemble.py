@@ -53,7 +53,7 @@ from nexara.model_manifest import (
 )
 from nexara.training_config import MemberConfig, TrainConfig
 from training.loop import predict_logits, train_member
-from training.manifest import _greedy_group_split
+from training.manifest import greedy_group_split
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def inner_split(
     y: np.ndarray, groups: np.ndarray, idx: np.ndarray, frac: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into fit / validation parts by whole sources, class-balanced."""
-    names = _greedy_group_split(y[idx], groups[idx], {"fit": 1 - frac, "val": frac}, seed)
+    names = greedy_group_split(y[idx], groups[idx], {"fit": 1 - frac, "val": frac}, seed)
     return idx[names == "fit"], idx[names == "val"]
 
 

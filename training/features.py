@@ -345,6 +345,36 @@ def load_features(out_dir: Path, *, key: StoreKey | None = None, backbone: str |
 # --- driver ---
 
 
+def build_pipeline(
+    items: list[dict[str, Any]], cfg: NexaraConfig, spec: PreprocessSpec, *, backbone: str, motion: bool
+) -> Any:
+    """Ray Data: decode + sample (+ motion statistics) in CPU tasks, the backbone in an actor pool.
+
+    Decode and model stages get different CPU shares (validated in the config) so Ray Data keeps them
+    as separate operators instead of fusing them into one task.
+    """
+    import ray
+
+    fc = cfg.features
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
+    ds = ds.map(DecodeClip(cfg, spec, motion=motion), num_cpus=fc.decode_num_cpus)
+    return ds.map_batches(
+        BackboneActor,
+        fn_constructor_kwargs={
+            "backbone": backbone,
+            "weights": cfg.model.weights,
+            "device": cfg.model.device if fc.model_num_gpus > 0 else "cpu",
+            "batch_size": fc.batch_size,
+            "threads": fc.torch_threads,
+        },
+        batch_size=max(1, fc.batch_size // cfg.media.frames_per_clip),
+        num_cpus=fc.model_num_cpus,
+        num_gpus=fc.model_num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
+        batch_format="numpy",
+    )
+
+
 def _run_pipeline(
     todo: list[dict[str, Any]],
     out_dir: Path,
@@ -354,27 +384,9 @@ def _run_pipeline(
     errors: list[dict[str, str]],
 ) -> tuple[int, int]:
     """Decode tasks -> backbone actor pool; parts written as results stream in. Returns (clips, frames)."""
-    import ray
 
-    fc = cfg.features
     items = [{k: r[k] for k in ("path", "content_hash", "label", "source", "split", "duration_s")} for r in todo]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / fc.clips_per_block)))
-    ds = ds.map(DecodeClip(cfg, spec), num_cpus=fc.decode_num_cpus)
-    ds = ds.map_batches(
-        BackboneActor,
-        fn_constructor_kwargs={
-            "backbone": key.backbone,
-            "weights": cfg.model.weights,
-            "device": cfg.model.device if fc.model_num_gpus > 0 else "cpu",
-            "batch_size": fc.batch_size,
-            "threads": fc.torch_threads,
-        },
-        batch_size=max(1, fc.batch_size // key.frames_per_clip),
-        num_cpus=fc.model_num_cpus,
-        num_gpus=fc.model_num_gpus or None,
-        compute=ray.data.ActorPoolStrategy(size=fc.model_actors),
-        batch_format="numpy",
-    )
+    ds = build_pipeline(items, cfg, spec, backbone=key.backbone, motion=bool(key.motion_hash))
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     part = extracted = frames = 0
     t_loop = time.perf_counter()

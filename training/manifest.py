@@ -154,10 +154,10 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig) -> n
     names = [n for n, f in fractions.items() if f > 0]
     if n_groups < len(names):
         raise ManifestError(f"need at least {len(names)} distinct sources for {names}, got {n_groups}")
-    return _greedy_group_split(labels, groups, {n: fractions[n] for n in names}, cfg.seed)
+    return greedy_group_split(labels, groups, {n: fractions[n] for n in names}, cfg.seed)
 
 
-def _greedy_group_split(
+def greedy_group_split(
     labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float], seed: int, restarts: int = 64
 ) -> np.ndarray:
     """Assign whole groups to splits so each split's per-class counts approach its fraction of the total.

@@ -97,5 +97,5 @@ def test_ray_batch_path_matches_single_process(clips: dict[str, list[Path]]) -> 
 def test_no_inputs_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, records, stderr = _predict(str(empty))
+    rc, _, stderr = _predict(str(empty))
     assert rc == 2 and "no inputs" in stderr and "Traceback" not in stderr

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from nexara.ensemble import DEFAULT_MODEL_DIR  # noqa: E402
-from nexara.model_manifest import read_manifest  # noqa: E402
-from training.onnx_export import export_backbone, export_heads  # noqa: E402
+from nexara.ensemble import DEFAULT_MODEL_DIR
+from nexara.model_manifest import read_manifest
+from training.onnx_export import export_backbone, export_heads
 
 
 def test_backbone_onnx_parity(tmp_path: Path) -> None:
