@@ -9,7 +9,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from nexara.errors import NexaraError
 
@@ -123,26 +125,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 # --- training / evaluation ---------------------------------------------------------------------
 
 
-def _with_ray(cfg, fn):
-    from training.runtime import init_ray
-
-    started = init_ray(cfg.ray)
-    try:
-        return fn()
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.ensemble import cv_table
     from training.pipeline import run_evaluate
 
     cfg = _cfg(args)
     k = args.cv or cfg.training.cv_folds
-    cv = _with_ray(cfg, lambda: run_evaluate(Path(args.features), Path(args.out), cfg, k=k))
+    cv = run_evaluate(Path(args.features), Path(args.out), cfg, k=k)
     sys.stdout.write(cv_table(cv) + "\n")
     sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {cv.wall_s:.0f} s)\n")
     return 0
@@ -159,13 +148,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.storage_path = args.storage
     k = args.cv or cfg.training.cv_folds
     version = args.version or time.strftime("%Y%m%d-%H%M%S")
-    cv, manifest = _with_ray(cfg, lambda: run_train(Path(args.features), Path(args.out), cfg, k=k, version=version))
+    cv, manifest = run_train(Path(args.features), Path(args.out), cfg, k=k, version=version)
     sys.stdout.write(cv_table(cv) + "\n")
     sys.stdout.write(
         f"model {manifest.version}: {Path(args.out)} ({len(manifest.members)} members, threshold "
         f"{manifest.threshold:.3f}, temperature {manifest.temperature:.2f})\n"
     )
     return 0
+
+
+def _emit_records(records: Iterable[dict[str, Any]], fmt: str) -> int:
+    """Print records as they arrive; 1 when any input failed."""
+    rc = 0
+    for rec in records:
+        if "error" in rec:
+            rc = 1
+        if fmt == "jsonl":
+            sys.stdout.write(json.dumps(rec) + "\n")
+        elif "error" in rec:
+            sys.stdout.write(f"{rec['path']}: ERROR {rec['error']}: {rec['reason']}\n")
+        else:
+            verdict = "VIOLENT" if rec["violent"] else "ok"
+            sys.stdout.write(
+                f"{rec['path']}: {verdict:<7} p={rec['violence_probability']:.3f} {rec['confidence']:<6} "
+                f"({rec['frames_used']} frames, {rec['latency_ms']:.0f} ms)\n"
+            )
+        sys.stdout.flush()
+    return rc
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -177,26 +186,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise NexaraError("no inputs: give video files or directories holding videos")
     if len(inputs) >= args.ray_threshold:
         from training.batch_predict import predict_with_ray
+        from training.runtime import ray_session
 
-        records = _with_ray(cfg, lambda: predict_with_ray(inputs, cfg, model_dir=args.model))
+        with ray_session(cfg.ray):  # records stream out while the Ray instance is up
+            rc = _emit_records(predict_with_ray(inputs, cfg, model_dir=args.model), args.format)
     else:
         predictor = Predictor(args.model, weights=cfg.model.weights, read_timeout_s=cfg.media.read_timeout_s)
-        records = predictor.predict_many(inputs)
-    rc = 0
-    for rec in records:
-        if "error" in rec:
-            rc = 1
-        if args.format == "jsonl":
-            sys.stdout.write(json.dumps(rec) + "\n")
-        elif "error" in rec:
-            sys.stdout.write(f"{rec['path']}: ERROR {rec['error']}: {rec['reason']}\n")
-        else:
-            verdict = "VIOLENT" if rec["violent"] else "ok"
-            sys.stdout.write(
-                f"{rec['path']}: {verdict:<7} p={rec['violence_probability']:.3f} {rec['confidence']:<6} "
-                f"({rec['frames_used']} frames, {rec['latency_ms']:.0f} ms)\n"
-            )
-        sys.stdout.flush()
+        rc = _emit_records(predictor.predict_many(inputs), args.format)
     if rc:
         sys.stderr.write("nexara: some inputs could not be read (see the error records above)\n")
     return rc

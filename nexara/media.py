@@ -34,7 +34,7 @@ import re
 import time
 from array import array
 from collections import deque
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -389,27 +389,52 @@ class _PacketScan:
     first: tuple[int | None, int | None, int | None] | None  # (pts, dts, pos) of the first packet
 
 
-def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream, label: str) -> _PacketScan:
-    """Demux (no decode) the video stream: count packets and collect their pts."""
-    pts = array("q")
-    total = kept = errors = 0
-    missing_pts = False
-    first: tuple[int | None, int | None, int | None] | None = None
-    demuxer = container.demux(stream)
+def _demux(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    label: str,
+    *,
+    packets: Iterator[av.Packet] | None = None,
+    on_error: Callable[[], None] | None = None,
+) -> Iterator[av.Packet]:
+    """Video packets (continuing ``packets`` when given). A demuxer error is logged, reported through
+    ``on_error`` and demuxing resumes; after ``_MAX_DEMUX_ERRORS`` errors in a row it gives up. A read
+    timeout raises :class:`SourceUnreachableError`."""
+    demuxer = packets if packets is not None else container.demux(stream)
+    errors_in_row = 0
     while True:
         try:
             packet = next(demuxer)
         except StopIteration:
-            break
+            return
         except av.error.ExitError as exc:
             raise SourceUnreachableError(label, "stopped sending data (read timed out)") from exc
         except av.error.FFmpegError as exc:
-            errors += 1
-            logger.debug("%s: demuxer error while counting frames: %s", label, exc)
-            if errors >= _MAX_DEMUX_ERRORS:
-                break
+            errors_in_row += 1
+            logger.debug("%s: demuxer error: %s", label, exc)
+            if on_error is not None:
+                on_error()
+            if errors_in_row >= _MAX_DEMUX_ERRORS:
+                logger.warning("%s: giving up after %d demuxer errors in a row", label, errors_in_row)
+                return
             demuxer = container.demux(stream)
             continue
+        errors_in_row = 0
+        yield packet
+
+
+def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream, label: str) -> _PacketScan:
+    """Demux (no decode) the video stream: count packets and collect their pts."""
+    pts = array("q")
+    total = kept = 0
+    missing_pts = False
+    first: tuple[int | None, int | None, int | None] | None = None
+    demux_errors = [0]
+
+    def count_error() -> None:
+        demux_errors[0] += 1
+
+    for packet in _demux(container, stream, label, on_error=count_error):
         if packet.size == 0:
             continue
         if total == 0:
@@ -427,7 +452,7 @@ def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream
         sorted_pts = np.sort(np.frombuffer(pts, dtype=np.int64))
         if not np.any(np.diff(sorted_pts) == 0):  # else: count decoded frames instead
             array_ = sorted_pts
-    return _PacketScan(total=total, pts=array_, kept=kept, demux_errors=errors, first=first)
+    return _PacketScan(total=total, pts=array_, kept=kept, demux_errors=demux_errors[0], first=first)
 
 
 def _rewind(
@@ -565,25 +590,11 @@ def _decoded_frames(
     """Demux the video stream (or continue ``packets``) and decode it packet by packet, skipping
     corrupt packets."""
     codec_context = stream.codec_context
-    demuxer = packets if packets is not None else container.demux(stream)
-    demux_errors = 0
-    while True:
-        try:
-            packet = next(demuxer)
-        except StopIteration:
-            break
-        except av.error.ExitError as exc:
-            raise SourceUnreachableError(label, "stopped sending data (read timed out)") from exc
-        except av.error.FFmpegError as exc:
-            stats.corrupt_packets += 1
-            demux_errors += 1
-            logger.debug("%s: demuxer error: %s", label, exc)
-            if demux_errors >= _MAX_DEMUX_ERRORS:
-                logger.warning("%s: giving up after %d demuxer errors", label, demux_errors)
-                break
-            demuxer = container.demux(stream)
-            continue
-        demux_errors = 0
+
+    def count_error() -> None:
+        stats.corrupt_packets += 1
+
+    for packet in _demux(container, stream, label, packets=packets, on_error=count_error):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker; flushed below
         stats.packets += 1

@@ -106,20 +106,6 @@ class Predictor:
         with torch.inference_mode():
             return self.backbone(frames).float().cpu().numpy()
 
-    def record(
-        self,
-        path: str,
-        feats: np.ndarray,
-        *,
-        frames_used: int,
-        duration_s: float | None,
-        latency_s: float,
-        motion: np.ndarray | None = None,
-    ) -> dict[str, Any]:
-        return make_record(
-            self.model, path, feats, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s, motion=motion
-        )
-
     def predict_source(self, source: str | bytes, *, label: str | None = None) -> dict[str, Any]:
         """One input -> record, or ``{"path", "error", "reason"}`` for an unreadable one (never raises)."""
         from nexara.media import sample_clip
@@ -145,7 +131,8 @@ class Predictor:
         except NexaraError as exc:
             return {"path": name, "error": exc.code, "reason": str(exc)}
         feats = self.features(clip.frames)
-        return self.record(
+        return make_record(
+            self.model,
             name,
             feats,
             frames_used=len(clip.frames),

@@ -41,6 +41,7 @@ from nexara.metrics import (
     fit_ensemble_weights,
     fit_temperature,
     logit,
+    sigmoid,
     soft_vote,
 )
 from nexara.model_manifest import (
@@ -202,8 +203,8 @@ def cross_validate(
     best_epochs: dict[str, list[int]] = {m.name: [] for m in members}
     for fi, (tr, te) in enumerate(folds):
         _, val_idx = inner[fi]
-        val_p = np.stack([1 / (1 + np.exp(-results[(fi, m.name)]["val_logits"])) for m in members], axis=1)
-        te_p = np.stack([1 / (1 + np.exp(-results[(fi, m.name)]["score_logits"])) for m in members], axis=1)
+        val_p = np.stack([sigmoid(results[(fi, m.name)]["val_logits"]) for m in members], axis=1)
+        te_p = np.stack([sigmoid(results[(fi, m.name)]["score_logits"]) for m in members], axis=1)
         oof_members[te] = te_p
         for j, m in enumerate(members):
             best_epochs[m.name].append(int(results[(fi, m.name)]["best_epoch"]))

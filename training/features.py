@@ -95,6 +95,18 @@ class DecodeClip:
         self.spec = spec
         self.motion = cfg.features.motion if motion is None else motion
 
+    def _failed(self, out: dict[str, Any], reason: str, code: str) -> dict[str, Any]:
+        h, w = self.spec.size_hw
+        return {
+            **out,
+            "frames": np.zeros((0, h, w, 3), np.uint8),
+            "times_s": np.zeros(0, np.float32),
+            "motion": np.zeros(0, np.float32),
+            "corrupt_packets": 0,
+            "error": reason,
+            "error_code": code,
+        }
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from nexara.media import sample_clip  # imported in the worker
 
@@ -115,26 +127,10 @@ class DecodeClip:
 
                 motion = clip_motion(row["path"], timeout_s=self.cfg.media.read_timeout_s).astype(np.float32)
         except MediaError as exc:
-            return {
-                **out,
-                "frames": np.zeros((0, h, w, 3), np.uint8),
-                "times_s": np.zeros(0, np.float32),
-                "motion": np.zeros(0, np.float32),
-                "corrupt_packets": 0,
-                "error": exc.reason,
-                "error_code": exc.code,
-            }
+            return self._failed(out, exc.reason, exc.code)
         except Exception as exc:
             log.exception("unexpected decode failure for %s", row["path"])
-            return {
-                **out,
-                "frames": np.zeros((0, h, w, 3), np.uint8),
-                "times_s": np.zeros(0, np.float32),
-                "motion": np.zeros(0, np.float32),
-                "corrupt_packets": 0,
-                "error": f"unexpected decode failure: {type(exc).__name__}: {exc}",
-                "error_code": "decode_failed",
-            }
+            return self._failed(out, f"unexpected decode failure: {type(exc).__name__}: {exc}", "decode_failed")
         return {
             **out,
             "frames": clip.frames,
@@ -417,7 +413,6 @@ def extract_features(
     manifest_path: Path, out_dir: Path, cfg: NexaraConfig, *, limit: int | None = None
 ) -> FeatureRunStats:
     """Run the Ray Data pipeline over a manifest; see the module docstring for the store layout."""
-    import ray
 
     from training.manifest import read_manifest
 
@@ -444,14 +439,10 @@ def extract_features(
     )
     extracted = frames = 0
     if todo:
-        from training.runtime import init_ray
+        from training.runtime import ray_session
 
-        started = init_ray(cfg.ray)  # only when there is work: a rerun that skips everything stays instant
-        try:
+        with ray_session(cfg.ray):  # only when there is work: a rerun that skips everything stays instant
             extracted, frames = _run_pipeline(todo, out_dir, cfg, spec, key, errors)
-        finally:
-            if started:
-                ray.shutdown()
     _write_atomic(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), out_dir / ERRORS_FILE)
     return FeatureRunStats(
         total=len(rows),

@@ -18,6 +18,7 @@ from training.ensemble import (
     write_cv_report,
 )
 from training.features import StoreKey, effective_spec, load_features
+from training.runtime import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def load_training_data(
 
 
 def run_evaluate(features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int) -> CVResult:
-    inputs, y, groups, _ = load_training_data(features_dir, cfg)
-    cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
+    inputs, y, groups, _ = load_training_data(features_dir, cfg)  # before Ray: a bad path fails fast
+    with ray_session(cfg.ray):
+        cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
     write_cv_report(cv, y, out_dir, title=f"NexaraVision grouped {k}-fold CV ({cfg.model.backbone} features)")
     return cv
 
@@ -47,12 +49,13 @@ def run_train(
 ) -> tuple[CVResult, Any]:
     """CV first (out-of-fold predictions calibrate the ensemble and pick each member's epochs), then every
     member on all clips with Ray Train, then export."""
-    inputs, y, groups, meta = load_training_data(features_dir, cfg)
-    cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
-    write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
-    epochs = {name: max(3, int(np.median(e))) for name, e in cv.best_epochs.items()}
-    log.info("final epochs per member (median best epoch over folds): %s", epochs)
-    trained = train_final(inputs, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
+    inputs, y, groups, meta = load_training_data(features_dir, cfg)  # before Ray: a bad path fails fast
+    with ray_session(cfg.ray):
+        cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
+        write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
+        epochs = {name: max(3, int(np.median(e))) for name, e in cv.best_epochs.items()}
+        log.info("final epochs per member (median best epoch over folds): %s", epochs)
+        trained = train_final(inputs, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
     sources = meta.column("source").to_pylist()
     training_data = {
         "clips": len(y),

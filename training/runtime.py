@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -38,3 +40,15 @@ def init_ray(cfg: RayConfig) -> bool:
             log_to_driver=True,
         )
     return True
+
+
+@contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Ray for the duration of a block: attached or started by :func:`init_ray`, and shut down after
+    only when this block started it."""
+    started = init_ray(cfg)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
