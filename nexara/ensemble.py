@@ -34,9 +34,18 @@ class EnsembleOutput:
 class EnsembleModel:
     """Members, weights, calibration and threshold from a manifest folder."""
 
-    def __init__(self, folder: str | Path, *, device: str = "cpu") -> None:
+    def __init__(
+        self, folder: str | Path, *, device: str = "cpu", vote: str = "manifest", vote_k: int | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.manifest: ModelManifest = read_manifest(self.folder)
+        #: voting rule: the manifest's, or an override (soft, majority, k_of_n with vote_k).
+        self.vote = self.manifest.vote if vote == "manifest" else vote
+        self.vote_k = self.manifest.vote_k if vote == "manifest" else vote_k
+        if self.vote not in ("soft", "majority", "k_of_n"):
+            raise ModelError(f"unknown vote {vote!r}: use manifest, soft, majority or k_of_n")
+        if self.vote == "k_of_n" and not (self.vote_k and 1 <= self.vote_k <= len(self.manifest.members)):
+            raise ModelError(f"vote k_of_n needs 1 <= vote_k <= {len(self.manifest.members)}, got {self.vote_k}")
         self.device = torch.device(device)
         self.members: list[TemporalHead] = []
         for m in self.manifest.members:
@@ -98,12 +107,12 @@ class EnsembleModel:
         man = self.manifest
         raw = soft_vote(member_probs, self.weights)
         prob = apply_temperature(logit(raw), man.temperature)
-        if man.vote == "soft":
+        if self.vote == "soft":
             violent = prob >= man.threshold
-        elif man.vote == "majority":
+        elif self.vote == "majority":
             violent = majority_vote(member_probs, 0.5)
         else:
-            violent = k_of_n_vote(member_probs, 0.5, k=int(man.vote_k or 1))
+            violent = k_of_n_vote(member_probs, 0.5, k=int(self.vote_k or 1))
         tiers = confidence_tier(prob, man.threshold, man.tiers)
         return EnsembleOutput(prob, np.asarray(violent, bool), np.atleast_1d(tiers), member_probs)
 

@@ -59,17 +59,23 @@ from nexara.errors import (
 __all__ = [
     "DecodeStats",
     "DecodedFrame",
+    "FpsSampler",
     "FrameIterator",
     "ResizePolicy",
     "SampledClip",
     "Source",
     "VideoInfo",
+    "decode_packets",
+    "is_live_url",
     "iter_frames",
     "open_container",
+    "open_video_stream",
     "probe",
     "resize_frame",
     "sample_clip",
     "sample_indices",
+    "source_label",
+    "url_scheme",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,6 +198,23 @@ def _is_live(source: Source) -> bool:
     return scheme.split("+")[0] in _LIVE_SCHEMES
 
 
+def url_scheme(source: Source) -> str | None:
+    """The lower-case URL scheme of ``source`` (``"rtsp"``, ``"http"``...), None for paths, bytes
+    and ``file://`` URLs."""
+    return _url_scheme(source)
+
+
+def is_live_url(source: Source) -> bool:
+    """True for URLs of streams that never end (rtsp, rtmp, udp, srt, ...; not http/HLS)."""
+    return _is_live(source)
+
+
+def source_label(source: Source) -> str:
+    """How errors and logs name ``source``: the path, the URL with its password masked, or
+    ``<N bytes in memory>``."""
+    return _label(source)
+
+
 def _sniff(head: bytes) -> str:
     """A short guess of what a non-video file is, for error messages ('' when unsure)."""
     if head.startswith(b"\x89PNG"):
@@ -276,19 +299,26 @@ def _open_error(
 
 
 def _open_raw(
-    source: Source, label: str, timeout_s: float, options: Mapping[str, str] | None
+    source: Source,
+    label: str,
+    timeout_s: float,
+    options: Mapping[str, str] | None,
+    input_format: str | None = None,
 ) -> tuple[av.container.InputContainer, bytes]:
-    head = _read_head(source, label)
+    # with an explicit input format (a device such as x11grab or v4l2) the source is not a file
+    head = _read_head(source, label) if input_format is None else b""
     is_url = _url_scheme(source) is not None
     kwargs: dict[str, object] = {"metadata_errors": "replace"}
     if options:
         kwargs["options"] = dict(options)
+    if input_format is not None:
+        kwargs["format"] = input_format
     if is_url:
         kwargs["timeout"] = (timeout_s, timeout_s)
     target: object
     if isinstance(source, (bytes, bytearray, memoryview)):
         target = io.BytesIO(source)
-    elif is_url:
+    elif is_url or input_format is not None:
         target = str(source)
     else:
         target = _label(source)  # a path, with any file:// prefix stripped
@@ -296,6 +326,9 @@ def _open_raw(
     try:
         container = av.open(target, mode="r", **kwargs)  # type: ignore[call-overload]
     except (av.error.FFmpegError, OSError) as exc:
+        if input_format is not None and isinstance(exc, OSError):  # a device that is missing or busy
+            detail = exc.strerror or str(exc)
+            raise SourceUnreachableError(label, f"the {input_format} input cannot be opened ({detail})") from exc
         raise _open_error(
             exc,
             label,
@@ -343,6 +376,28 @@ def open_container(
         yield container
     finally:
         container.close()
+
+
+def open_video_stream(
+    source: Source,
+    *,
+    timeout_s: float = 10.0,
+    options: Mapping[str, str] | None = None,
+    input_format: str | None = None,
+) -> tuple[av.container.InputContainer, av.VideoStream]:
+    """Open ``source`` and return it with its first real video stream; the caller closes the
+    container. Same checks and typed errors as :func:`open_container`; ``timeout_s`` bounds every
+    network open and read of URLs. ``input_format`` forces an FFmpeg input format, e.g.
+    ``"x11grab"`` (screen capture, source ``":0.0"``) or ``"v4l2"`` (source ``"/dev/video0"``);
+    the source is then handed to FFmpeg as is (not checked as a file).
+    """
+    label = _label(source)
+    container, _ = _open_raw(source, label, timeout_s, options, input_format)
+    try:
+        return container, _video_stream(container, label)
+    except BaseException:
+        container.close()
+        raise
 
 
 # --- probing -----------------------------------------------------------------------------------
@@ -396,10 +451,12 @@ def _demux(
     *,
     packets: Iterator[av.Packet] | None = None,
     on_error: Callable[[], None] | None = None,
+    raise_io_errors: bool = False,
 ) -> Iterator[av.Packet]:
     """Video packets (continuing ``packets`` when given). A demuxer error is logged, reported through
     ``on_error`` and demuxing resumes; after ``_MAX_DEMUX_ERRORS`` errors in a row it gives up. A read
-    timeout raises :class:`SourceUnreachableError`."""
+    timeout raises :class:`SourceUnreachableError`, and so does an I/O error (a connection reset or cut
+    short: an ``errno`` error, not corrupt data) when ``raise_io_errors``."""
     demuxer = packets if packets is not None else container.demux(stream)
     errors_in_row = 0
     while True:
@@ -410,6 +467,9 @@ def _demux(
         except av.error.ExitError as exc:
             raise SourceUnreachableError(label, "stopped sending data (read timed out)") from exc
         except av.error.FFmpegError as exc:
+            if raise_io_errors and isinstance(exc, OSError):
+                detail = exc.strerror or str(exc)
+                raise SourceUnreachableError(label, f"reading failed ({detail})") from exc
             errors_in_row += 1
             logger.debug("%s: demuxer error: %s", label, exc)
             if on_error is not None:
@@ -586,18 +646,26 @@ def _decoded_frames(
     stats: DecodeStats,
     label: str,
     packets: Iterator[av.Packet] | None = None,
+    on_packet: Callable[[av.Packet], None] | None = None,
+    raise_io_errors: bool = False,
 ) -> Iterator[av.VideoFrame]:
     """Demux the video stream (or continue ``packets``) and decode it packet by packet, skipping
-    corrupt packets."""
+    corrupt packets. ``on_packet`` sees every non-empty video packet before it is decoded;
+    ``raise_io_errors``: see :func:`_demux`."""
     codec_context = stream.codec_context
+    corrupt_before = stats.corrupt_packets
 
     def count_error() -> None:
         stats.corrupt_packets += 1
 
-    for packet in _demux(container, stream, label, packets=packets, on_error=count_error):
+    for packet in _demux(
+        container, stream, label, packets=packets, on_error=count_error, raise_io_errors=raise_io_errors
+    ):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker; flushed below
         stats.packets += 1
+        if on_packet is not None:
+            on_packet(packet)
         try:
             frames = codec_context.decode(packet)
         except av.error.FFmpegError as exc:
@@ -616,13 +684,75 @@ def _decoded_frames(
     for frame in frames:
         stats.decoded_frames += 1
         yield frame
-    if stats.corrupt_packets:
+    if stats.corrupt_packets > corrupt_before:
         logger.warning(
             "%s: skipped %d corrupt packet(s); %d frame(s) decoded",
             label,
-            stats.corrupt_packets,
+            stats.corrupt_packets - corrupt_before,
             stats.decoded_frames,
         )
+
+
+def decode_packets(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    *,
+    stats: DecodeStats | None = None,
+    label: str = "",
+    on_packet: Callable[[av.Packet], None] | None = None,
+    raise_io_errors: bool = False,
+) -> Iterator[av.VideoFrame]:
+    """Demux ``stream`` of ``container`` to its end and decode it packet by packet (then flush the
+    decoder), yielding the decoded frames.
+
+    A packet the decoder rejects, or a demuxer error, is counted in ``stats.corrupt_packets`` and
+    skipped; after 8 demuxer errors in a row the rest is given up (the iterator ends). A read
+    timeout of a URL raises :class:`SourceUnreachableError`; so does an I/O error of the transport
+    (connection reset, response cut short) when ``raise_io_errors`` (for network sources: otherwise
+    it counts as a demuxer error). ``on_packet`` is called with every non-empty video packet (decode
+    order) before it is decoded. ``label`` names the source in logs.
+    """
+    return _decoded_frames(
+        container,
+        stream,
+        stats if stats is not None else DecodeStats(),
+        label,
+        on_packet=on_packet,
+        raise_io_errors=raise_io_errors,
+    )
+
+
+class FpsSampler:
+    """Picks frames from a stream of timestamps at (about) ``fps``: the first frame at or after each
+    ``1/fps`` slot after the first frame, with a tolerance (default: half a source frame,
+    ``0.5 / native_fps``, 1 ms when that is unknown) so timestamp rounding does not shift the pick.
+    A source slower than ``fps`` keeps every frame. Kept times are strictly increasing.
+    This is the rule :func:`iter_frames` uses.
+    """
+
+    __slots__ = ("_first", "_fps", "_next", "tolerance_s")
+
+    def __init__(self, fps: float, native_fps: float = 0.0, *, tolerance_s: float | None = None) -> None:
+        if not fps > 0 or not math.isfinite(fps):
+            raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
+        self._fps = float(fps)
+        if tolerance_s is None:
+            tolerance_s = 0.5 / native_fps if native_fps > 0 else 1e-3
+        self.tolerance_s = float(tolerance_s)
+        self._first = 0.0
+        self._next: float | None = None
+
+    def keep(self, t: float) -> bool:
+        """Whether the frame at time ``t`` (seconds, non-decreasing calls) is kept."""
+        tol = self.tolerance_s
+        if self._next is None:
+            self._first = t
+            self._next = t
+        if t < self._next - tol:
+            return False
+        slot = math.floor((t - self._first + tol) * self._fps)
+        self._next = self._first + (slot + 1) / self._fps
+        return True
 
 
 class _Clock:
@@ -858,21 +988,14 @@ class FrameIterator(Iterator[DecodedFrame]):
         clock = _Clock(self._stream)
         # A frame is kept when its time reaches the next 1/fps slot, with a tolerance of half a
         # source frame so timestamp rounding (e.g. 1 ms in Matroska) does not shift the pick.
-        tol = 0.5 / self.native_fps if self.native_fps > 0 else 1e-3
-        next_slot: float | None = None
+        sampler = FpsSampler(self._fps, self.native_fps) if self._fps is not None else None
         try:
             index = -1
             for frame in _decoded_frames(self._container, self._stream, self.stats, self.label):
                 index += 1
                 t = clock(frame, index)
-                if self._fps is not None:
-                    if next_slot is None:
-                        first_t = t
-                        next_slot = t
-                    if t < next_slot - tol:
-                        continue
-                    slot = math.floor((t - first_t + tol) * self._fps)
-                    next_slot = first_t + (slot + 1) / self._fps
+                if sampler is not None and not sampler.keep(t):
+                    continue
                 rgb = _frame_to_rgb(frame, self._size_hw, self._resize)
                 self.stats.yielded_frames += 1
                 yield DecodedFrame(rgb=rgb, index=index, time_s=t)

@@ -68,7 +68,7 @@ import numpy as np
 from nexara.media import Source, iter_frames
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "MOTION_DIM",
@@ -77,7 +77,10 @@ __all__ = [
     "MotionSpec",
     "clip_motion",
     "motion_feature_names",
+    "motion_from_flows",
     "motion_from_gray",
+    "pair_flow",
+    "pool_gray",
 ]
 
 logger = logging.getLogger(__name__)
@@ -460,57 +463,72 @@ def _check_frames(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec) -> 
         raise ValueError(f"expected {frames.shape[0]} timestamps, got shape {times_s.shape}")
 
 
-def motion_from_gray(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec | None = None) -> np.ndarray:
-    """Motion features of gray frames (N, H, W) uint8 at ``spec.size_hw`` with their times (N,) s.
+def _check_gray(gray: np.ndarray, spec: MotionSpec, what: str) -> None:
+    if gray.ndim != 2 or gray.dtype != np.uint8 or tuple(gray.shape) != tuple(spec.size_hw):
+        raise ValueError(
+            f"expected {what} to be a ({spec.size_hw[0]}, {spec.size_hw[1]}) uint8 gray frame "
+            f"(spec.size_hw), got {gray.dtype} {gray.shape}"
+        )
 
-    Returns a (:data:`MOTION_DIM`,) float32 vector, always finite. With fewer than 2 frames there
-    is no motion to measure and the vector is all zeros. Time steps below 1 ms (repeated
-    timestamps) are clamped to 1 ms.
+
+def pair_flow(prev_gray: np.ndarray, gray: np.ndarray, dt_s: float, spec: MotionSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Dense Farneback flow from ``prev_gray`` to ``gray`` (both (H, W) uint8 at ``spec.size_hw``),
+    ``dt_s`` seconds apart, mean-pooled to ``spec.pooled_hw``.
+
+    Returns ``(flow_scaled, flow_raw)``, each (ph, pw, 2) float32 (x, y): ``flow_raw`` in pooled
+    pixels per pair (what ViF uses), ``flow_scaled`` in pooled pixels per 0.1 s (divided by
+    ``dt_s``, clamped to >= 1 ms) with the pair's median flow subtracted when ``spec.compensate``.
+    These are exactly the per-pair flows :func:`motion_from_gray` computes, so
+    :func:`motion_from_flows` on them gives its vector bit for bit.
     """
     import cv2
 
-    spec = spec or MotionSpec()
-    frames = np.asarray(frames)
-    times_s = np.asarray(times_s, dtype=np.float64)
-    _check_frames(frames, times_s, spec)
-    n = frames.shape[0]
-    if n < 2:
-        return np.zeros(MOTION_DIM, dtype=np.float32)
+    _check_gray(prev_gray, spec, "prev_gray")
+    _check_gray(gray, spec, "gray")
     cv2.setNumThreads(1)
-    dt = np.clip(np.diff(times_s), _MIN_DT_S, None)
+    dt = max(float(dt_s), _MIN_DT_S)
     (h, w), (ph, pw) = spec.size_hw, spec.pooled_hw
     fy, fx = h // ph, w // pw
     fb = spec.farneback
-    # pooled px per 0.1 s: x and y scale to the pooled size, then divide by each pair's time step
-    scale = np.stack([np.full_like(dt, pw / w), np.full_like(dt, ph / h)], axis=1) * (_REF_DT_S / dt)[:, None]
+    # (the OpenCV stubs do not allow flow=None, the documented way to get a new array)
+    full = cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
+        prev_gray, gray, None,
+        fb.pyr_scale, fb.levels, fb.winsize, fb.iterations, fb.poly_n, fb.poly_sigma, 0,
+    )  # fmt: skip
+    flow = full.reshape(ph, fy, pw, fx, 2).mean(axis=(1, 3))
+    # ViF uses the flow in pooled px per pair, neither time-normalised nor compensated
+    raw = flow * np.array([pw / w, ph / h], dtype=np.float32)
+    # pooled px per 0.1 s: x and y scale to the pooled size, then divide by the pair's time step
+    flow *= (np.array([pw / w, ph / h]) * (_REF_DT_S / dt)).astype(np.float32)
+    if spec.compensate:
+        # (median over a contiguous copy of each component: several times faster than strided)
+        flow -= np.median(np.moveaxis(flow, 2, 0).reshape(2, -1), axis=1)
+    return flow, raw
 
-    chunks: list[dict[str, np.ndarray]] = []
+
+def pool_gray(gray: np.ndarray, spec: MotionSpec) -> np.ndarray:
+    """A (H, W) uint8 gray frame at ``spec.size_hw`` mean-pooled (``cv2.INTER_AREA``) to
+    ``spec.pooled_hw``: the frames the difference features of :func:`motion_from_flows` use."""
+    import cv2
+
+    _check_gray(gray, spec, "gray")
+    (h, w), (ph, pw) = spec.size_hw, spec.pooled_hw
+    if (h, w) == (ph, pw):
+        return gray
+    return cv2.resize(gray, (pw, ph), interpolation=cv2.INTER_AREA)
+
+
+def _series(chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-pair statistics of consecutive chunks of (flow_scaled, flow_raw) (T, ph, pw, 2)."""
+    out: list[dict[str, np.ndarray]] = []
     prev: dict[str, np.ndarray] | None = None
-    for start in range(0, n - 1, _CHUNK):
-        stop = min(start + _CHUNK, n - 1)
-        flow = np.empty((stop - start, ph, pw, 2), dtype=np.float32)
-        for k in range(start, stop):
-            # (the OpenCV stubs do not allow flow=None, the documented way to get a new array)
-            full = cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
-                frames[k], frames[k + 1], None,
-                fb.pyr_scale, fb.levels, fb.winsize, fb.iterations, fb.poly_n, fb.poly_sigma, 0,
-            )  # fmt: skip
-            flow[k - start] = full.reshape(ph, fy, pw, fx, 2).mean(axis=(1, 3))
-        # ViF uses the flow in pooled px per pair, neither time-normalised nor compensated
-        raw = flow * np.array([pw / w, ph / h], dtype=np.float32)
-        flow *= scale[start:stop, None, None, :].astype(np.float32)
-        if spec.compensate:
-            # (median over a contiguous copy of each component: several times faster than strided)
-            flow -= np.median(np.moveaxis(flow, 3, 1).reshape(len(flow), 2, -1), axis=2)[:, None, None, :]
+    for flow, raw in chunks:
         stats, prev = _pair_stats(flow, raw, prev)
-        chunks.append(stats)
-    series = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        out.append(stats)
+    return {k: np.concatenate([c[k] for c in out]) for k in out[0]}
 
-    pooled = (
-        frames
-        if (fy, fx) == (1, 1)
-        else np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) for f in frames])
-    )
+
+def _vector(series: dict[str, np.ndarray], pooled: np.ndarray, dt: np.ndarray) -> np.ndarray:
     vec = np.concatenate(
         [
             _flow_features(series),
@@ -521,6 +539,83 @@ def motion_from_gray(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec |
         ]
     )
     return np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def motion_from_flows(
+    flows_scaled: Sequence[np.ndarray] | np.ndarray,
+    flows_raw: Sequence[np.ndarray] | np.ndarray,
+    pooled_frames: Sequence[np.ndarray] | np.ndarray,
+    dt: Sequence[float] | np.ndarray,
+    spec: MotionSpec | None = None,
+) -> np.ndarray:
+    """Motion features of N frames from their N-1 per-pair flows (:func:`pair_flow`), their N pooled
+    gray frames (:func:`pool_gray`) and the N-1 time steps between them (seconds; clamped to
+    >= 1 ms).
+
+    ``flows_scaled`` / ``flows_raw``: N-1 arrays (ph, pw, 2) float32 (or one (N-1, ph, pw, 2)
+    array); ``pooled_frames``: N (ph, pw) uint8. Returns the (:data:`MOTION_DIM`,) float32 vector
+    :func:`motion_from_gray` returns for the same frames and times, bit for bit (the pairs are
+    processed in the same chunks). Fewer than 2 frames: the zero vector.
+    """
+    spec = spec or MotionSpec()
+    dt = np.clip(np.asarray(dt, dtype=np.float64).reshape(-1), _MIN_DT_S, None)
+    n_pairs = len(dt)
+    ph, pw = spec.pooled_hw
+    if len(flows_scaled) != n_pairs or len(flows_raw) != n_pairs or len(pooled_frames) != n_pairs + 1:
+        raise ValueError(
+            f"expected N-1 flows and time steps for N pooled frames, got {len(flows_scaled)} scaled flows, "
+            f"{len(flows_raw)} raw flows, {n_pairs} time steps and {len(pooled_frames)} pooled frames"
+        )
+    pooled = np.asarray(pooled_frames)
+    if pooled.ndim != 3 or pooled.dtype != np.uint8 or tuple(pooled.shape[1:]) != (ph, pw):
+        raise ValueError(f"expected (N, {ph}, {pw}) uint8 pooled frames, got {pooled.dtype} {pooled.shape}")
+    if n_pairs < 1:
+        return np.zeros(MOTION_DIM, dtype=np.float32)
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, n_pairs, _CHUNK):
+            stop = min(start + _CHUNK, n_pairs)
+            pair = []
+            for flows in (flows_scaled, flows_raw):
+                block = np.stack([np.asarray(flows[k]) for k in range(start, stop)])
+                if block.dtype != np.float32 or block.shape[1:] != (ph, pw, 2):
+                    raise ValueError(f"expected ({ph}, {pw}, 2) float32 flows, got {block.dtype} {block.shape[1:]}")
+                pair.append(block)
+            yield pair[0], pair[1]
+
+    return _vector(_series(chunks()), pooled, dt)
+
+
+def motion_from_gray(frames: np.ndarray, times_s: np.ndarray, spec: MotionSpec | None = None) -> np.ndarray:
+    """Motion features of gray frames (N, H, W) uint8 at ``spec.size_hw`` with their times (N,) s.
+
+    Returns a (:data:`MOTION_DIM`,) float32 vector, always finite. With fewer than 2 frames there
+    is no motion to measure and the vector is all zeros. Time steps below 1 ms (repeated
+    timestamps) are clamped to 1 ms. Same as :func:`pair_flow` on every consecutive pair followed
+    by :func:`motion_from_flows` (with the flows of at most 64 pairs in memory at once).
+    """
+    spec = spec or MotionSpec()
+    frames = np.asarray(frames)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    _check_frames(frames, times_s, spec)
+    n = frames.shape[0]
+    if n < 2:
+        return np.zeros(MOTION_DIM, dtype=np.float32)
+    dt = np.clip(np.diff(times_s), _MIN_DT_S, None)
+    ph, pw = spec.pooled_hw
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, n - 1, _CHUNK):
+            stop = min(start + _CHUNK, n - 1)
+            flow = np.empty((stop - start, ph, pw, 2), dtype=np.float32)
+            raw = np.empty_like(flow)
+            for k in range(start, stop):
+                flow[k - start], raw[k - start] = pair_flow(frames[k], frames[k + 1], float(dt[k]), spec)
+            yield flow, raw
+
+    series = _series(chunks())
+    pooled = np.stack([pool_gray(f, spec) for f in frames])
+    return _vector(series, pooled, dt)
 
 
 def clip_motion(

@@ -39,6 +39,23 @@ def expand_inputs(inputs: Iterable[str], extensions: Iterable[str] = VIDEO_EXTEN
     return out
 
 
+def verdicts(model: EnsembleModel, feats: np.ndarray, motion: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Score ``(N, T, D)`` features (and ``(N, K)`` motion): one verdict dict per row, the shared part of
+    a CLI record, an HTTP reply and a live window's score."""
+    out = model.predict(feats, None if motion is None else np.asarray(motion, dtype=np.float32))
+    return [
+        {
+            "violence_probability": round(float(out.probability[i]), 6),
+            "violent": bool(out.violent[i]),
+            "confidence": str(out.confidence[i]),
+            "threshold": model.manifest.threshold,
+            "members": {n: round(float(p), 6) for n, p in zip(model.names, out.member_probs[i], strict=True)},
+            "model_version": model.manifest.version,
+        }
+        for i in range(len(out.probability))
+    ]
+
+
 def make_record(
     model: EnsembleModel,
     path: str,
@@ -50,18 +67,20 @@ def make_record(
     motion: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one scored clip (same shape for the CLI and the HTTP API)."""
-    out = model.predict(feats[None], None if motion is None else np.asarray(motion, dtype=np.float32)[None])
+    v = verdicts(model, feats[None], None if motion is None else np.asarray(motion, dtype=np.float32)[None])[0]
+    return clip_record(path, v, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s)
+
+
+def clip_record(
+    path: str, verdict: dict[str, Any], *, frames_used: int, duration_s: float | None, latency_s: float
+) -> dict[str, Any]:
+    """A verdict plus what the clip was: the record of ``nexara predict`` and ``POST /v1/predict``."""
     return {
         "path": path,
-        "violence_probability": round(float(out.probability[0]), 6),
-        "violent": bool(out.violent[0]),
-        "confidence": str(out.confidence[0]),
-        "threshold": model.manifest.threshold,
-        "members": {n: round(float(p), 6) for n, p in zip(model.names, out.member_probs[0], strict=True)},
+        **verdict,
         "frames_used": int(frames_used),
         "duration_s": None if duration_s is None else round(float(duration_s), 3),
         "latency_ms": round(latency_s * 1000, 1),
-        "model_version": model.manifest.version,
     }
 
 

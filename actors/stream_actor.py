@@ -1,0 +1,192 @@
+"""Ray actors of the live path: one :class:`StreamActor` per source, owned by one :class:`CameraManager`.
+
+The manager is a named, detached actor (namespace ``nexara``): the HTTP ingress and ``nexara watch`` find
+it by name, add and remove cameras at run time, and read their status. Each stream actor scores its
+windows through the Serve app's ``Backbone`` and ``VotingEnsemble`` deployment handles (awaited, never
+``ray.get`` in async code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+
+from actors.stream import LiveModel, worker_from_config
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "nexara"
+MANAGER_NAME = "nexara-camera-manager"
+
+
+class CameraError(Exception):
+    """A camera request that cannot be done (unknown id, duplicate id, bad config)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)  # both in args: the error pickles across actors
+
+    @property
+    def code(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[1])
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@ray.remote
+class StreamActor:
+    """Runs one source. ``settings`` is a ``NexaraConfig`` dump; ``camera`` a ``CameraConfig`` dump."""
+
+    def __init__(self, camera: dict[str, Any], settings: dict[str, Any], run_dir: str, app_name: str) -> None:
+        from nexara.config import CameraConfig, NexaraConfig
+        from nexara.ensemble import DEFAULT_MODEL_DIR
+        from nexara.model_manifest import read_manifest
+
+        logging.basicConfig(level=logging.INFO)
+        self.cfg = NexaraConfig.model_validate(settings)
+        self.camera = CameraConfig.model_validate(camera)
+        model_dir = self.cfg.serve.model_dir or str(DEFAULT_MODEL_DIR)
+        self.model = LiveModel.from_manifest(read_manifest(model_dir))
+        self._backbone = serve.get_deployment_handle("Backbone", app_name=app_name)
+        self._ensemble = serve.get_deployment_handle("VotingEnsemble", app_name=app_name)
+        self.worker = worker_from_config(
+            self.camera, self.cfg, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote
+        )
+
+    async def _embed(self, frames: Any) -> Any:
+        return await self._backbone.remote(frames)
+
+    async def _vote(self, feats: Any, motion: Any) -> dict[str, Any]:
+        return await self._ensemble.remote(feats, motion)
+
+    async def start(self) -> dict[str, Any]:
+        self.worker.start(asyncio.get_running_loop())
+        return self.worker.status()
+
+    async def status(self) -> dict[str, Any]:
+        return self.worker.status()
+
+    async def wait(self, timeout_s: float | None = None) -> bool:
+        return await self.worker.wait(timeout_s)
+
+    async def recent_events(self) -> list[dict[str, Any]]:
+        return list(self.worker.recent_events)
+
+    async def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        self.worker.stop()
+        await self.worker.wait(timeout_s)
+        return self.worker.status()
+
+
+@ray.remote(num_cpus=0)
+class CameraManager:
+    """Owns the stream actors of one Serve app; every method is safe to call concurrently."""
+
+    def __init__(self, settings: dict[str, Any], run_dir: str, app_name: str) -> None:
+        from nexara.config import NexaraConfig
+
+        self.cfg = NexaraConfig.model_validate(settings)
+        self.settings = settings
+        self.run_dir = str(Path(run_dir).resolve())
+        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+        self.app_name = app_name
+        self.actors: dict[str, Any] = {}
+        self.configs: dict[str, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    async def info(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir,
+            "event_log": str(Path(self.run_dir) / self.cfg.sinks.event_log),
+            "app_name": self.app_name,
+            "cameras": sorted(self.actors),
+        }
+
+    async def add(self, camera: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from nexara.config import CameraConfig
+
+        try:
+            cam = CameraConfig.model_validate(camera)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "camera"
+            raise CameraError("invalid_camera", f"{where}: {first['msg']}") from None
+        async with self._lock:
+            if cam.id in self.actors:
+                raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")
+            actor = StreamActor.options(  # type: ignore[attr-defined]
+                num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
+            ).remote(cam.model_dump(mode="json"), self.settings, self.run_dir, self.app_name)
+            try:
+                status = await actor.start.remote()
+            except Exception as exc:
+                ray.kill(actor)
+                cause = getattr(exc, "cause", None) or exc
+                raise CameraError("camera_failed", f"camera {cam.id} could not start: {cause}") from None
+            self.actors[cam.id] = actor
+            self.configs[cam.id] = cam.model_dump(mode="json")
+            return status
+
+    async def remove(self, camera_id: str) -> dict[str, Any]:
+        async with self._lock:
+            actor = self.actors.pop(camera_id, None)
+            self.configs.pop(camera_id, None)
+        if actor is None:
+            raise CameraError("camera_not_found", f"no camera {camera_id}")
+        try:
+            status = await actor.stop.remote()
+        finally:
+            ray.kill(actor)
+        return status
+
+    async def status(self, camera_id: str) -> dict[str, Any]:
+        actor = self.actors.get(camera_id)
+        if actor is None:
+            for sid, a in self.actors.items():  # a cell id of a monitor wall
+                st = await a.status.remote()
+                if any(c["camera_id"] == camera_id for c in st["cells"]):
+                    return {**st, "config": self.configs.get(sid)}
+            raise CameraError("camera_not_found", f"no camera {camera_id}")
+        return {**(await actor.status.remote()), "config": self.configs.get(camera_id)}
+
+    async def list(self) -> list[dict[str, Any]]:
+        ids = sorted(self.actors)
+        statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids))
+        return list(statuses)
+
+    async def wait_all(self, timeout_s: float | None = None) -> bool:
+        """True once every source has ended (files), False on timeout."""
+        results = await asyncio.gather(*(a.wait.remote(timeout_s) for a in self.actors.values()))
+        return all(results)
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        ids = list(self.actors)
+        out = []
+        for i in ids:
+            try:
+                out.append(await self.remove(i))
+            except Exception as exc:
+                logger.error("camera %s did not stop cleanly: %s", i, exc)
+        return out
+
+
+def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str) -> Any:
+    """The app's camera manager (created on first use; detached so ingress restarts keep cameras)."""
+    return CameraManager.options(  # type: ignore[attr-defined]
+        name=f"{MANAGER_NAME}-{app_name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(settings, run_dir, app_name)
+
+
+def get_manager(app_name: str) -> Any:
+    return ray.get_actor(f"{MANAGER_NAME}-{app_name}", namespace=NAMESPACE)

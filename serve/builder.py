@@ -1,0 +1,124 @@
+"""Typed builder of the Serve application from ``ray_config.yaml``.
+
+* :func:`build_app` binds the three deployments (``Backbone`` -> ``VotingEnsemble`` -> ``Ingress``) with the
+  resources, batching and replica counts of the ``serve`` section.
+* :func:`app_builder` is the ``import_path`` target of ``serve deploy`` / ``serve run``: its arguments
+  (:class:`AppArgs`) come from the Serve config and are validated.
+* :func:`serve_config` writes that Serve config (``nexara serve build``); deployment options live in it so
+  an operator can change batching (``user_config``, applied through ``reconfigure`` without a restart) or
+  replicas and redeploy.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from nexara.config import NexaraConfig, load_config
+from serve.deployments import BackboneDeployment, VotingEnsembleDeployment
+from serve.ingress import Ingress
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`app_builder` (the ``args:`` of the application in a Serve config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str | None = Field(None, description="Path of ray_config.yaml (default: $NEXARA_CONFIG or the repo's).")
+    run_dir: str | None = Field(None, description="Folder for the event log and clips (default: a new run folder).")
+
+
+def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(cfg.sinks.run_dir) / (name or stamp)
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def build_app(cfg: NexaraConfig, run_dir: str | Path) -> Application:
+    s = cfg.serve
+    settings = cfg.model_dump(mode="json")
+    bb = s.backbone
+    backbone = BackboneDeployment.options(  # type: ignore[attr-defined]
+        num_replicas=bb.num_replicas,
+        max_ongoing_requests=bb.max_ongoing_requests,
+        ray_actor_options={"num_cpus": bb.num_cpus, "num_gpus": bb.num_gpus},
+        user_config={"max_batch_size": bb.max_batch_size, "batch_wait_timeout_s": bb.batch_wait_timeout_s},
+    ).bind(s.model_dir, weights=cfg.model.weights, device=cfg.model.device, torch_threads=bb.torch_threads)
+    en = s.ensemble
+    ensemble = VotingEnsembleDeployment.options(  # type: ignore[attr-defined]
+        num_replicas=en.num_replicas,
+        max_ongoing_requests=en.max_ongoing_requests,
+        ray_actor_options={"num_cpus": en.num_cpus},
+        user_config={"max_batch_size": en.max_batch_size, "batch_wait_timeout_s": en.batch_wait_timeout_s},
+    ).bind(s.model_dir, vote=en.vote, vote_k=en.vote_k)
+    return Ingress.options(  # type: ignore[attr-defined]
+        ray_actor_options={"num_cpus": s.ingress_num_cpus}
+    ).bind(backbone, ensemble, settings, str(run_dir), s.app_name)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for ``serve deploy``/``serve run`` (``import_path: serve.builder:app_builder``)."""
+    a = AppArgs.model_validate(args)
+    cfg = load_config(a.config)
+    run_dir = Path(a.run_dir) if a.run_dir else new_run_dir(cfg)
+    return build_app(cfg, run_dir)
+
+
+def serve_config(cfg: NexaraConfig, *, config_path: str | None, run_dir: str | None = None) -> dict[str, Any]:
+    """The Serve config (``serve deploy`` file) of this app, deployment options filled from ``cfg``."""
+    s = cfg.serve
+    bb, en = s.backbone, s.ensemble
+    args: dict[str, Any] = {}
+    if config_path:
+        args["config"] = str(Path(config_path).resolve())
+    if run_dir:
+        args["run_dir"] = str(Path(run_dir).resolve())
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": s.host, "port": s.port},
+        "applications": [
+            {
+                "name": s.app_name,
+                "route_prefix": s.route_prefix,
+                "import_path": "serve.builder:app_builder",
+                "args": args,
+                "deployments": [
+                    {
+                        "name": "Backbone",
+                        "num_replicas": bb.num_replicas,
+                        "max_ongoing_requests": bb.max_ongoing_requests,
+                        "ray_actor_options": {"num_cpus": bb.num_cpus, "num_gpus": bb.num_gpus},
+                        "user_config": {
+                            "max_batch_size": bb.max_batch_size,
+                            "batch_wait_timeout_s": bb.batch_wait_timeout_s,
+                        },
+                    },
+                    {
+                        "name": "VotingEnsemble",
+                        "num_replicas": en.num_replicas,
+                        "max_ongoing_requests": en.max_ongoing_requests,
+                        "ray_actor_options": {"num_cpus": en.num_cpus},
+                        "user_config": {
+                            "max_batch_size": en.max_batch_size,
+                            "batch_wait_timeout_s": en.batch_wait_timeout_s,
+                        },
+                    },
+                    {"name": "Ingress", "ray_actor_options": {"num_cpus": s.ingress_num_cpus}},
+                ],
+            }
+        ],
+    }
+
+
+def run_local(cfg: NexaraConfig, run_dir: str | Path, *, blocking: bool = False) -> Any:
+    """Start Serve's HTTP proxy on ``serve.host:port`` and run the app on the connected Ray instance."""
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    return serve.run(
+        build_app(cfg, run_dir), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix, blocking=blocking
+    )

@@ -1,0 +1,291 @@
+"""HTTP ingress (FastAPI on Serve): predict uploads, manage cameras, read events and clips, model info.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` where the token comes from the
+environment variable named by ``serve.token_env``. Errors are JSON ``{"error": {"code", "message"}}``;
+bad input gets a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(title="NexaraVision", version="1", docs_url=None, redoc_url=None)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _error(exc.status, exc.code, exc.message, headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return _error(422, "invalid_request", f"{where}: {first.get('msg')}")
+
+
+def _camera_error(exc: Exception) -> ApiError:
+    cause = getattr(exc, "cause", None) or exc
+    code = getattr(cause, "code", "camera_error")
+    status = {"camera_not_found": 404, "camera_exists": 409, "invalid_camera": 422}.get(code, 400)
+    return ApiError(status, code, getattr(cause, "message", str(cause)))
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    """Routes; holds no state of its own (cameras live in the camera manager, events in the log)."""
+
+    def __init__(self, backbone: Any, ensemble: Any, settings: dict[str, Any], run_dir: str, app_name: str) -> None:
+        from actors.stream_actor import get_or_create_manager
+        from nexara.config import NexaraConfig
+        from nexara.ensemble import DEFAULT_MODEL_DIR
+        from nexara.model_manifest import read_manifest
+
+        self.cfg = NexaraConfig.model_validate(settings)
+        token = os.environ.get(self.cfg.serve.token_env, "")
+        if len(token) < 16:
+            raise RuntimeError(
+                f"set {self.cfg.serve.token_env} to an API token of at least 16 characters before starting the app"
+            )
+        self._token = token.encode()
+        self.backbone = backbone
+        self.ensemble = ensemble
+        self.manifest = read_manifest(self.cfg.serve.model_dir or DEFAULT_MODEL_DIR)
+        self.max_upload = int(self.cfg.serve.max_upload_mb * 1024 * 1024)
+        self.manager = get_or_create_manager(settings, run_dir, app_name)
+        self._info: dict[str, Any] | None = None
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _auth(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(token.strip().encode(), self._token):
+            raise ApiError(401, "unauthorized", "invalid bearer token")
+
+    async def _manager_info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = await self.manager.info.remote()
+        return self._info
+
+    async def _read_upload(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ApiError(400, "bad_content_length", f"Content-Length is not a number: {length!r}") from None
+            if declared > self.max_upload:
+                raise ApiError(
+                    413, "upload_too_large", f"upload is {declared} bytes; the limit is {self.max_upload} bytes"
+                )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_upload:
+                raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {self.max_upload} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body:
+            raise ApiError(400, "empty_upload", "the request body is empty: send the video bytes as the body")
+        return body
+
+    def _decode(self, body: bytes) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+        from nexara.media import sample_clip
+        from nexara.motion import clip_motion
+
+        man = self.manifest
+        clip = sample_clip(
+            body,
+            num_frames=man.frames_per_clip,
+            size_hw=tuple(man.preprocessing.size_hw),  # type: ignore[arg-type]
+            resize=man.preprocessing.resize,
+            timeout_s=self.cfg.media.read_timeout_s,
+        )
+        motion = None
+        if any(m.input == "motion" for m in man.members):
+            motion = clip_motion(body, timeout_s=self.cfg.media.read_timeout_s)
+        return clip.frames, motion, clip.info.duration_s
+
+    # --- routes ------------------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "model_version": self.manifest.version}
+
+    @api.post("/v1/predict")
+    async def predict(self, request: Request) -> dict[str, Any]:
+        from nexara.errors import MediaError, NexaraError
+        from nexara.predict import clip_record
+
+        self._auth(request)
+        t0 = time.perf_counter()
+        body = await self._read_upload(request)
+        name = request.headers.get("x-filename") or request.query_params.get("name") or "<upload>"
+        try:
+            frames, motion, duration = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
+        except MediaError as exc:
+            status = 415 if exc.code in ("not_a_video", "no_video_stream", "unsupported_codec") else 422
+            raise ApiError(status, exc.code, exc.reason) from None
+        except NexaraError as exc:
+            raise ApiError(422, exc.code, str(exc)) from None
+        feats = await self.backbone.remote(frames)
+        verdict = await self.ensemble.remote(np.asarray(feats), motion)
+        return clip_record(
+            name, verdict, frames_used=len(frames), duration_s=duration, latency_s=time.perf_counter() - t0
+        )
+
+    @api.get("/v1/cameras")
+    async def list_cameras(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        return {"cameras": await self.manager.list.remote()}
+
+    @api.post("/v1/cameras", status_code=201)
+    async def add_camera(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        try:
+            camera = await request.json()
+        except Exception:
+            raise ApiError(400, "invalid_json", "the body must be a JSON camera object") from None
+        if not isinstance(camera, dict):
+            raise ApiError(422, "invalid_camera", "the body must be a JSON object with at least id and url")
+        try:
+            return await self.manager.add.remote(camera)
+        except Exception as exc:
+            raise _camera_error(exc) from None
+
+    @api.get("/v1/cameras/{camera_id}")
+    async def camera_status(self, camera_id: str, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        try:
+            return await self.manager.status.remote(camera_id)
+        except Exception as exc:
+            raise _camera_error(exc) from None
+
+    @api.delete("/v1/cameras/{camera_id}")
+    async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        try:
+            return await self.manager.remove.remote(camera_id)
+        except Exception as exc:
+            raise _camera_error(exc) from None
+
+    @api.get("/v1/events")
+    async def events(
+        self,
+        request: Request,
+        camera_id: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        since_unix: float | None = None,
+        until_unix: float | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Events in log order. ``since_s``/``until_s`` filter on stream seconds (``at_s``),
+        ``since_unix``/``until_unix`` on the wall-clock time the event was logged."""
+        from actors.event_log import MAX_READ_LIMIT, EventLog
+
+        self._auth(request)
+        if offset < 0 or not 1 <= limit <= MAX_READ_LIMIT:
+            raise ApiError(422, "invalid_request", f"offset must be >= 0 and limit in 1..{MAX_READ_LIMIT}")
+        info = await self._manager_info()
+        path = Path(info["event_log"])
+        if not path.exists():
+            return {"events": [], "offset": offset, "next_offset": None}
+
+        def read() -> list[dict[str, Any]]:
+            log = EventLog(path)
+            try:
+                out = []
+                for r in log.read(camera_id=camera_id, since_s=since_s, until_s=until_s, limit=MAX_READ_LIMIT):
+                    d = r.model_dump(mode="json")
+                    t = d.get("logged_unix_s")
+                    if since_unix is not None and (t is None or t < since_unix):
+                        continue
+                    if until_unix is not None and (t is None or t >= until_unix):
+                        continue
+                    out.append(d)
+                return out
+            finally:
+                log.close()
+
+        matched = await asyncio.get_running_loop().run_in_executor(None, read)
+        page = matched[offset : offset + limit]
+        nxt = offset + limit if offset + limit < len(matched) else None
+        return {"events": page, "offset": offset, "next_offset": nxt, "total": len(matched)}
+
+    @api.get("/v1/events/{event_id}/clip", response_model=None)
+    async def event_clip(self, event_id: str, request: Request) -> FileResponse | JSONResponse:
+        from actors.event_log import EventLog
+
+        self._auth(request)
+        info = await self._manager_info()
+        path = Path(info["event_log"])
+        clip: str | None = None
+        found = False
+        if path.exists():
+            log = EventLog(path)
+            try:
+                for r in log.read(limit=10_000):
+                    if r.event_id == event_id:
+                        found = True
+                        clip = r.clip_path or clip
+            finally:
+                log.close()
+        if not found:
+            raise ApiError(404, "event_not_found", f"no event {event_id}")
+        if clip is None:
+            raise ApiError(404, "no_clip", f"event {event_id} has no evidence clip (clips are off)")
+        if not Path(clip).is_file():
+            for alt in (Path(clip).with_suffix(".mkv"),):
+                if alt.is_file():
+                    clip = str(alt)
+                    break
+            else:
+                raise ApiError(409, "clip_not_ready", f"the evidence clip of {event_id} is still being recorded")
+        media = "video/mp4" if clip.endswith(".mp4") else "video/x-matroska"
+        return FileResponse(clip, media_type=media, filename=Path(clip).name)
+
+    @api.get("/v1/model")
+    async def model(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        return await self.ensemble.info.remote()

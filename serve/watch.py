@@ -1,0 +1,183 @@
+"""``nexara watch``: the whole live path on a local Ray instance (Serve app + stream actors), events
+printed as they are logged, a per-camera summary at the end, everything written to a run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from nexara.config import CameraConfig, GridConfig, NexaraConfig
+
+logger = logging.getLogger(__name__)
+
+
+def camera_id_for(source: str, taken: set[str]) -> str:
+    stem = Path(source.split("?")[0].rstrip("/")).stem or "camera"
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", stem).strip("-_.")[:48] or "camera"
+    if not base[0].isalnum():
+        base = "cam-" + base
+    cid, n = base, 2
+    while cid in taken:
+        cid, n = f"{base}-{n}", n + 1
+    taken.add(cid)
+    return cid
+
+
+def parse_grid(text: str | None) -> GridConfig:
+    if text is None:
+        return GridConfig()  # type: ignore[call-arg]
+    if text == "auto":
+        return GridConfig(mode="auto")  # type: ignore[call-arg]
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if not m:
+        raise ValueError(f"--grid must be RxC (e.g. 2x2) or auto, got {text!r}")
+    return GridConfig(rows=int(m.group(1)), cols=int(m.group(2)))  # type: ignore[call-arg]
+
+
+def cameras_from_sources(
+    sources: list[str], *, grid: str | None, pacing: str, loop: bool
+) -> list[CameraConfig]:
+    taken: set[str] = set()
+    return [
+        CameraConfig(
+            id=camera_id_for(s, taken), url=s, pacing=pacing, loop=loop, grid=parse_grid(grid)  # type: ignore[arg-type]
+        )
+        for s in sources
+    ]
+
+
+def ensure_token(cfg: NexaraConfig, run_dir: Path) -> tuple[str, Path | None]:
+    """The API token: from the environment, or a new one saved (mode 600) in the run folder."""
+    token = os.environ.get(cfg.serve.token_env)
+    if token:
+        return token, None
+    token = secrets.token_urlsafe(24)
+    os.environ[cfg.serve.token_env] = token  # inherited by the Ray workers started below
+    path = run_dir / "api_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, path
+
+
+def _summary(statuses: list[dict[str, Any]]) -> str:
+    head = f"{'camera':<28} {'state':<10} {'fps':>6} {'scored':>7} {'dropped':>7} {'no-sig':>6} {'alerts':>6} {'last p':>7}"
+    lines = [head, "-" * len(head)]
+    for st in statuses:
+        for c in st["cells"]:
+            last = "-" if c["last_score"] is None else f"{c['last_score']:.3f}"
+            fps = "-" if c["fps_analysed"] is None else f"{c['fps_analysed']:.1f}"
+            lines.append(
+                f"{c['camera_id']:<28} {st['state']:<10} {fps:>6} {c['windows_scored']:>7} {c['windows_dropped']:>7} "
+                f"{c['windows_no_signal']:>6} {c['alerts']:>6} {last:>7}"
+            )
+        if not st["cells"]:
+            lines.append(f"{st['source_id']:<28} {st['state']:<10} {'-':>6} (no frames: {st.get('error')})")
+        if st.get("reconnects"):
+            lines.append(f"  {st['source_id']}: {st['reconnects']} reconnect(s)")
+    return "\n".join(lines)
+
+
+def watch(
+    cfg: NexaraConfig,
+    cameras: list[CameraConfig],
+    *,
+    run_dir: Path,
+    out: TextIO,
+    duration_s: float | None = None,
+) -> int:
+    """Run until every source ends (files) or ``duration_s`` passes; returns the exit code."""
+    import ray
+    from ray import serve
+
+    from actors.event_log import EventRecord
+    from actors.sinks import ConsoleSink
+    from actors.stream_actor import get_or_create_manager
+    from serve.builder import run_local
+
+    if not cameras:
+        raise ValueError("nothing to watch: give sources on the command line or cameras: in the config")
+    _, token_path = ensure_token(cfg, run_dir)
+    out.write(f"run folder: {run_dir}\n")
+    if token_path:
+        out.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
+    out.flush()
+    started_ray = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"address": cfg.ray.address, "log_to_driver": False}
+        if cfg.ray.address == "local":
+            kwargs.update(
+                num_cpus=cfg.ray.num_cpus,
+                object_store_memory=cfg.ray.object_store_memory_mb * 1024 * 1024,
+                include_dashboard=cfg.ray.include_dashboard,
+            )
+        ray.init(**kwargs)
+        started_ray = True
+    rc = 0
+    manager = None
+    try:
+        run_local(cfg, run_dir)
+        out.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix}\n")
+        out.flush()
+        manager = get_or_create_manager(cfg.model_dump(mode="json"), str(run_dir), cfg.serve.app_name)
+        started = 0
+        for cam in cameras:
+            try:
+                ray.get(manager.add.remote(cam.model_dump(mode="json")))
+                started += 1
+                out.write(f"watching {cam.id}: {cam.url}\n")
+            except Exception as exc:
+                cause = getattr(exc, "cause", None) or exc
+                out.write(f"camera {cam.id} not started: {cause}\n")
+                rc = 1
+        out.flush()
+        if not started:
+            return 2
+        log_path = run_dir / cfg.sinks.event_log
+        console = ConsoleSink(stream=out) if cfg.sinks.console else None
+        offset = 0
+        t_end = None if duration_s is None else time.monotonic() + duration_s
+
+        def drain() -> None:
+            nonlocal offset
+            if not log_path.exists():
+                return
+            with log_path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+            cut = data.rfind(b"\n") + 1
+            offset += cut
+            for raw in data[:cut].splitlines():
+                if raw.strip() and console is not None:
+                    try:
+                        console.submit(EventRecord.model_validate_json(raw).model_dump(mode="json"))
+                    except Exception:
+                        logger.warning("unreadable event log line skipped")
+            out.flush()
+
+        while True:
+            done = ray.get(manager.wait_all.remote(0.5))
+            drain()
+            if done or (t_end is not None and time.monotonic() >= t_end):
+                break
+        statuses = ray.get(manager.stop_all.remote())
+        drain()
+        out.write("\n" + _summary(statuses) + "\n")
+        if any(st["state"] == "failed" for st in statuses):
+            rc = 1
+        out.write(f"event log: {log_path}\nrun folder: {run_dir}\n")
+        out.flush()
+        return rc
+    finally:
+        try:
+            if manager is not None:
+                ray.kill(manager)
+            serve.shutdown()
+        finally:
+            if started_ray:
+                ray.shutdown()
