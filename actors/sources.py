@@ -10,9 +10,10 @@ or a capture device with an FFmpeg input ``format``) into an endless iterator of
   (:class:`nexara.media.FpsSampler`: the first decoded frame at or after each ``1/fps`` slot, within half
   a source frame of timestamp rounding; every frame when the source is slower than ``fps``), so live
   windows see the frames ``clip_motion`` sees on the same video;
-* one stream clock: ``offset + (ts - origin) * time_base`` where ``origin`` is the timestamp of the
-  connection's first packet (its keyframe: the first frame presented), shared by frames (presentation
-  timestamp) and packets (decode timestamp, never before ``offset``, non-decreasing). On a
+* one stream clock: ``offset + (pts - origin) * time_base`` where ``origin`` is the pts of the
+  connection's first packet (its keyframe: the first frame shown), for frames and for packets alike
+  (a packet is timed by the frame it carries, so with B-frames packet times step back in decode
+  order; without B-frames they increase). On a
   file loop the next offset is the last time plus one frame interval, on a reconnect the last time plus
   the wall-clock gap (at least one frame interval), so times never go back;
 * reconnects with exponential :class:`Backoff` after a read error, a read timeout or the end of a URL
@@ -232,7 +233,8 @@ class StreamReader:
     """Reads one camera source for a stream actor: see the module docstring.
 
     ``fps``: emitted frame rate (frames are subsampled, never duplicated). ``on_packet(packet, t)``:
-    every non-empty video packet (decode order) with its stream time, before it is decoded.
+    every non-empty video packet (decode order) with its stream time (the presentation time of its
+    frame, on the clock of :attr:`LiveFrame.time_s`), before it is decoded.
     ``on_connect(stream)``: the video stream of every open (first connection, loop restart,
     reconnect); it belongs to the open container, so read what you need (codec parameters, time
     base) in the callback and never keep it: using it after the connection closed crashes the
@@ -272,7 +274,6 @@ class StreamReader:
         self._loops = 0
         self._emitted = 0
         self._last_time: float | None = None  # latest stream time of a packet or frame
-        self._last_packet_time: float | None = None
         self._last_wall: float | None = None  # monotonic time of the latest packet or frame
         self._fps_times: deque[float] = deque(maxlen=_FPS_WINDOW)
         self._pace_anchor: tuple[float, float] | None = None  # (wall, stream time)
@@ -350,13 +351,13 @@ class StreamReader:
                 if outcome == "stopped":
                     break
                 if outcome == "eof":
-                    if cfg.is_url or cfg.is_live:
+                    if reconnect and (cfg.is_url or cfg.is_live):  # a live stream should not end
                         outcome = SourceUnreachableError(self.label, "the stream ended (end of file from the source)")
                     elif cfg.loop:
                         self._loops += 1
                         continue
                     else:
-                        logger.info("%s: end of file after %d emitted frame(s)", self.label, self._emitted)
+                        logger.info("%s: end of stream after %d emitted frame(s)", self.label, self._emitted)
                         self._set_state("ended")
                         return
                 if isinstance(outcome, MediaError) and not self._retry(outcome, reconnect):
@@ -432,17 +433,14 @@ class StreamReader:
         def hook(packet: av.Packet) -> None:
             if conn.offset is None:
                 conn.offset = self._next_offset(frame_dt)
-            if conn.origin is None:
-                # the first packet (a keyframe) is normally the first frame presented
-                conn.origin = packet.pts if packet.pts is not None else packet.dts
-            # packets are timed by their decode timestamp: non-decreasing in demux order
-            ts = packet.dts if packet.dts is not None else packet.pts
-            t = conn.offset
+            # a packet is timed by the frame it carries (presentation time, the clock of LiveFrame)
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if conn.origin is None and ts is not None:
+                conn.origin = int(ts)  # the first packet (a keyframe) is normally the first frame shown
             if ts is not None and conn.origin is not None and conn.time_base is not None:
-                t = max(t, conn.offset + (int(ts) - conn.origin) * conn.time_base)
-            if self._last_packet_time is not None:
-                t = max(t, self._last_packet_time)
-            self._last_packet_time = t
+                t = conn.offset + (int(ts) - conn.origin) * conn.time_base
+            else:  # no timestamps: the latest time seen
+                t = self._last_time if self._last_time is not None else conn.offset
             self._last_time = t if self._last_time is None else max(self._last_time, t)
             self._last_wall = time.monotonic()
             if self._on_packet is not None:

@@ -254,6 +254,18 @@ class SourceWorker:
         with self._room:
             self._room.notify_all()
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver or dead-letter what the sinks still hold (blocking: call it off the event loop)."""
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                try:
+                    close(timeout_s)
+                except Exception as exc:
+                    logger.error("sink %s did not close cleanly: %s", type(sink).__name__, exc)
+        if self.event_log is not None:
+            self.event_log.close()
+
     async def wait(self, timeout_s: float | None = None) -> bool:
         try:
             await asyncio.wait_for(self.finished.wait(), timeout_s)

@@ -84,6 +84,7 @@ class StreamActor:
     async def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
         self.worker.stop()
         await self.worker.wait(timeout_s)
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.close, 10.0)
         return self.worker.status()
 
 

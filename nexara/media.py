@@ -323,6 +323,9 @@ def _open_raw(
     else:
         target = _label(source)  # a path, with any file:// prefix stripped
     started = time.monotonic()
+    if input_format is not None and input_format not in av.formats_available:
+        # (like an unknown URL scheme: PyAV would raise a plain ValueError)
+        raise SourceUnreachableError(label, f"this FFmpeg build has no input format {input_format!r}")
     try:
         container = av.open(target, mode="r", **kwargs)  # type: ignore[call-overload]
     except (av.error.FFmpegError, OSError) as exc:

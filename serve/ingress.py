@@ -5,7 +5,6 @@ environment variable named by ``serve.token_env``. Errors are JSON ``{"error": {
 bad input gets a 4xx, never a 500.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hmac

@@ -174,31 +174,36 @@ def test_loop_keeps_stream_time_increasing_past_the_duration(indexed: Path) -> N
     assert 31 <= count <= 33 and looping.stats()["state"] == "ended"
 
 
-def test_on_packet_times_increase_and_on_connect_is_called_once(tmp_path: Path) -> None:
-    # B-frames: decode order differs from presentation order
-    path = write_h264_video(tmp_path / "b.mp4", n_frames=45, fps=FPS, size_hw=(64, 96), bframes=2)
-    packets: list[tuple[int | None, float]] = []
+def _read_with_packets(path: Path, fps: float) -> tuple[list[LiveFrame], list[float], list[tuple[str, str, int, int]]]:
+    packet_times: list[float] = []
     streams: list[tuple[str, str, int, int]] = []
 
     def on_connect(stream: av.video.stream.VideoStream) -> None:
         # (the stream belongs to the open container: read it here, never keep it)
-        streams.append(
-            (stream.type, stream.codec_context.name, stream.codec_context.width, stream.codec_context.height)
-        )
+        ctx = stream.codec_context
+        streams.append((stream.type, ctx.name, ctx.width, ctx.height))
 
-    reader = StreamReader(
-        _fast(path), fps=10, on_packet=lambda packet, t: packets.append((packet.pts, t)), on_connect=on_connect
-    )
-    frames = list(reader.frames())
+    reader = StreamReader(_fast(path), fps=fps, on_packet=lambda _, t: packet_times.append(t), on_connect=on_connect)
+    return list(reader.frames()), packet_times, streams
+
+
+def test_on_packet_times_increase_and_on_connect_is_called_once(tmp_path: Path) -> None:
+    path = write_h264_video(tmp_path / "p.mp4", n_frames=45, fps=FPS, size_hw=(64, 96))
+    frames, packet_times, streams = _read_with_packets(path, fps=10)
     assert streams == [("video", "h264", 96, 64)]
-    assert len(packets) == 45
-    times = [t for _, t in packets]
-    assert times == sorted(times) and times[0] == 0.0
-    assert times[-1] > 1.3
+    assert len(packet_times) == 45 and packet_times[0] == 0.0
+    _assert_increasing(packet_times)
     assert len(frames) == 15 and frames[0].time_s == 0.0
     _assert_increasing([f.time_s for f in frames])
-    # packets and frames share the stream clock: every frame's packet was seen no later than it
-    assert times[-1] <= frames[-1].time_s + 0.1
+    # packets and frames share the stream clock: each emitted frame is one of the packets' times
+    assert {round(f.time_s, 6) for f in frames} <= {round(t, 6) for t in packet_times}
+
+    # B-frames: packets come in decode order, each timed by the frame it carries (presentation)
+    bpath = write_h264_video(tmp_path / "b.mp4", n_frames=45, fps=FPS, size_hw=(64, 96), bframes=2)
+    frames, packet_times, streams = _read_with_packets(bpath, fps=FPS)
+    assert len(streams) == 1 and len(frames) == 45
+    assert packet_times != sorted(packet_times)
+    assert sorted(packet_times) == pytest.approx([f.time_s for f in frames], abs=1e-9)
 
     # an error in a callback ends the reader and reaches the consumer
     def broken(packet: av.Packet, t: float) -> None:
@@ -229,6 +234,25 @@ def test_bad_files_raise_typed_errors_at_once(tmp_path: Path) -> None:
     with pytest.raises(SourceUnreachableError, match="no such file"):
         next(StreamReader(_fast(tmp_path / "missing.mp4"), fps=10).frames())
     assert time.monotonic() - started < 5
+
+
+def test_input_format_source_and_its_typed_errors() -> None:
+    # an FFmpeg input format instead of a file: lavfi's test pattern, endless like a capture device
+    cfg = SourceConfig("testsrc=size=64x48:rate=30", format="lavfi")
+    assert cfg.is_live and not cfg.paced and not cfg.should_reconnect
+    reader = StreamReader(cfg, fps=10)
+    frames: list[LiveFrame] = []
+    for frame in reader.frames():
+        frames.append(frame)
+        if len(frames) == 5:
+            break
+    assert [f.time_s for f in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=1e-6)
+    assert frames[0].rgb.shape == (48, 64, 3)
+    assert reader.stats()["state"] == "ended"
+    with pytest.raises(SourceUnreachableError, match="no input format 'nosuchformat'"):
+        next(StreamReader(SourceConfig("x", format="nosuchformat"), fps=10).frames())
+    with pytest.raises(NotAVideoError, match="Filter not found"):
+        next(StreamReader(SourceConfig("nosuchfilter", format="lavfi"), fps=10).frames())
 
 
 # --- network -----------------------------------------------------------------------------------
@@ -306,6 +330,11 @@ def test_http_cut_short_reconnects_with_increasing_times(serve: Serve, indexed: 
     assert len(second) == 20 and second[-1] >= N_FRAMES - 3 and set(np.diff(second)) == {3}, second
     _assert_increasing([f.time_s for f in frames])
     assert frames[-1].time_s > 4.0
+
+    # without reconnects the end of an http file is just the end
+    once = StreamReader(_fast(url, reconnect=False), fps=10)
+    assert [frame_index(f.rgb) for f in once.frames()] == list(range(0, N_FRAMES, 3))
+    assert once.stats()["state"] == "ended" and len(hits) == 4
 
 
 @pytest.mark.timeout(60)
