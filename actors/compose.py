@@ -109,6 +109,7 @@ def compose_wall_video(
     fps: int = 10,
     duration_s: float | None = None,
     border_px: int = 4,
+    gop_s: float = 1.0,
 ) -> list[list[Segment]]:
     """A monitor wall: cell i plays ``cells[i]`` (clips back to back, looped to ``duration_s``; default the
     longest cell). Returns each cell's segments (repeats included)."""
@@ -128,7 +129,7 @@ def compose_wall_video(
         for i in range(total):
             yield compose_wall([f[i % len(f)] for f, _ in seqs], rows, cols, border_px=border_px)
 
-    write_video(walls(), out_path, fps=fps)
+    write_video(walls(), out_path, fps=fps, gop_s=gop_s)
     end = total / fps
     return [[s for s in pl if s.start_s < end] for pl in playlists]
 

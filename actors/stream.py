@@ -715,6 +715,10 @@ def worker_from_config(
         format=camera.format,
         options=dict(camera.options),
         read_timeout_s=cfg.media.read_timeout_s,
+        reconnect=camera.reconnect,
+        max_reconnects=camera.max_reconnects,
+        backoff_initial_s=camera.backoff_initial_s,
+        backoff_max_s=camera.backoff_max_s,
     )
     c = cfg.confirmation
     confirmation = ConfirmationConfig(
@@ -753,7 +757,13 @@ def worker_from_config(
     if cfg.sinks.clips:
         from actors.recorder import ClipRecorder
 
-        recorder = ClipRecorder(run / "clips", pre_s=cfg.sinks.clip_pre_s, post_s=cfg.sinks.clip_post_s)
+        w = cfg.windows
+        # The reader runs ahead of the verdicts by up to the queued + in-flight windows, and an alert is
+        # confirmed up to n windows after its start: keep packets that far back, plus a margin.
+        lag_s = w.window_s + (w.max_queued + w.max_in_flight + cfg.confirmation.n) * w.stride_s + 10.0
+        recorder = ClipRecorder(
+            run / "clips", pre_s=cfg.sinks.clip_pre_s, post_s=cfg.sinks.clip_post_s, margin_s=lag_s
+        )
     return SourceWorker(
         camera.id,
         source,

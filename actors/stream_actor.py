@@ -123,6 +123,8 @@ class CameraManager:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "camera"
             raise CameraError("invalid_camera", f"{where}: {first['msg']}") from None
+        if "://" not in cam.url and cam.format is None and not Path(cam.url).exists():
+            raise CameraError("source_not_found", f"camera {cam.id}: source file not found: {cam.url}")
         async with self._lock:
             if cam.id in self.actors:
                 raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")

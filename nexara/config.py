@@ -239,6 +239,12 @@ class CameraConfig(_Model):
     loop: bool = Field(False, description="Files: start again at the end (stream time keeps increasing).")
     format: str | None = Field(None, description="Input format for devices, e.g. x11grab for a screen capture.")
     options: dict[str, str] = Field(default_factory=dict, description="ffmpeg/PyAV input options.")
+    reconnect: bool | None = Field(
+        None, description="Reconnect after a drop, a read timeout or the end of a URL (default: URLs yes, files no)."
+    )
+    max_reconnects: int | None = Field(None, ge=0, le=1_000_000, description="Give up after this many (default: never).")
+    backoff_initial_s: float = Field(0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s.")
+    backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest reconnect delay (full jitter below it).")
     grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
 
 

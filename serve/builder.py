@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,12 @@ def build_app(cfg: NexaraConfig, run_dir: str | Path) -> Application:
         ray_actor_options={"num_cpus": en.num_cpus},
         user_config={"max_batch_size": en.max_batch_size, "batch_wait_timeout_s": en.batch_wait_timeout_s},
     ).bind(s.model_dir, vote=en.vote, vote_k=en.vote_k)
+    ingress_options: dict[str, Any] = {"num_cpus": s.ingress_num_cpus}
+    token = os.environ.get(s.token_env)
+    if token:  # a local run hands the driver's token to the ingress replica (a cluster sets it on its nodes)
+        ingress_options["runtime_env"] = {"env_vars": {s.token_env: token}}
     return Ingress.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_cpus": s.ingress_num_cpus}
+        ray_actor_options=ingress_options
     ).bind(backbone, ensemble, settings, str(run_dir), s.app_name)
 
 
