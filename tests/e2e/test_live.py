@@ -202,23 +202,25 @@ class _CutFirstResponse(BaseHTTPRequestHandler):
 
 
 def test_http_stream_that_stops_is_reconnected_and_counted(
-    live: dict[str, Any], splice_video: tuple[str, float]
+    live: dict[str, Any], shared_clips: Path, tmp_path: Path
 ) -> None:
     client = live["client"]
-    _CutFirstResponse.data = Path(splice_video[0]).read_bytes()
+    ts = tmp_path / "stream.ts"  # MPEG-TS: a live-stream format, read front to back without seeking
+    concat_clips([_clip(shared_clips, n) for n in NORMALS[:4]], ts, size_hw=(240, 320), fps=10)
+    _CutFirstResponse.data = ts.read_bytes()
     _CutFirstResponse.requests = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CutFirstResponse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/cam.mp4"
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
         r = client.post(
             "/v1/cameras",
-            json={"id": "http-cam", "url": url, "pacing": "fast", "max_reconnects": 1, "backoff_initial_s": 0.2},
+            json={"id": "http-cam", "url": url, "pacing": "fast", "max_reconnects": 2, "backoff_initial_s": 0.2},
         )
         assert r.status_code == 201, r.text
         st = _wait_ended(client, "http-cam")
-        assert st["reconnects"] >= 1 and st["connects"] >= 2, st
-        assert st["cells"][0]["windows_scored"] > 0
+        assert st["reconnects"] >= 1, st
+        assert st["cells"][0]["windows_scored"] > 0 and st["frames_in"] > 0
         assert _CutFirstResponse.requests >= 2
         client.delete("/v1/cameras/http-cam")
     finally:
