@@ -349,7 +349,7 @@ class SourceWorker:
             )
             motion = None
             if self.model.motion is not None:
-                n = int(round(self.settings.window_s * self.model.motion.fps)) + 1
+                n = round(self.settings.window_s * self.model.motion.fps) + 1
                 motion = MotionBuffer(self.model.motion, max_frames=n)
             self.cells.append(
                 CellState(
@@ -396,7 +396,7 @@ class SourceWorker:
                 if len(cell.signal_frames) == cell.signal_frames.maxlen:
                     cell.signal = cell_signal(list(cell.signal_frames))
             if cell.motion is not None and cell.motion_ticker.take(t):
-                gray = to_gray(crop, self.model.motion)
+                gray = to_gray(crop, cell.motion.spec)
                 if self.settings.cut_guard and self._is_cut(cell, gray):
                     cell.cuts += 1
                     cell.motion.reset()  # flow across a cut is not motion
@@ -508,9 +508,7 @@ class SourceWorker:
                 raise
             except Exception as exc:
                 if attempt == s.max_attempts:
-                    logger.error(
-                        "%s window %d failed after %d attempts: %s", cell.camera_id, window.seq, attempt, exc
-                    )
+                    logger.error("%s window %d failed after %d attempts: %s", cell.camera_id, window.seq, attempt, exc)
                 else:
                     logger.warning(
                         "%s window %d attempt %d failed (%s); retrying in %.1f s",
@@ -761,9 +759,7 @@ def worker_from_config(
         # The reader runs ahead of the verdicts by up to the queued + in-flight windows, and an alert is
         # confirmed up to n windows after its start: keep packets that far back, plus a margin.
         lag_s = w.window_s + (w.max_queued + w.max_in_flight + cfg.confirmation.n) * w.stride_s + 10.0
-        recorder = ClipRecorder(
-            run / "clips", pre_s=cfg.sinks.clip_pre_s, post_s=cfg.sinks.clip_post_s, margin_s=lag_s
-        )
+        recorder = ClipRecorder(run / "clips", pre_s=cfg.sinks.clip_pre_s, post_s=cfg.sinks.clip_post_s, margin_s=lag_s)
     return SourceWorker(
         camera.id,
         source,

@@ -163,7 +163,7 @@ class CameraManager:
             raise CameraError("camera_not_found", f"no camera {camera_id}")
         return {**(await actor.status.remote()), "config": self.configs.get(camera_id)}
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def cameras(self) -> list[dict[str, Any]]:
         ids = sorted(self.actors)
         statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids))
         return list(statuses)

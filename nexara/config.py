@@ -218,7 +218,8 @@ class GridConfig(_Model):
     cols: int = Field(1, ge=1, le=16, description="Grid columns (mode fixed).")
     margin_px: int = Field(0, ge=0, le=200, description="Pixels trimmed inside every cell border (separator lines).")
     boxes: list[tuple[int, int, int, int]] | None = Field(
-        None, description="Explicit cell boxes (x, y, w, h) in wall pixels, row-major; written by `nexara grid detect --write`."
+        None,
+        description="Explicit cell boxes (x, y, w, h) in wall pixels, row-major; written by `nexara grid detect --write`.",  # noqa: E501
     )
     cell_ids: list[str] | None = Field(
         None, description="Camera id of each cell, row-major (default: <source id>-r<row>c<col>)."
@@ -242,8 +243,12 @@ class CameraConfig(_Model):
     reconnect: bool | None = Field(
         None, description="Reconnect after a drop, a read timeout or the end of a URL (default: URLs yes, files no)."
     )
-    max_reconnects: int | None = Field(None, ge=0, le=1_000_000, description="Give up after this many (default: never).")
-    backoff_initial_s: float = Field(0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s.")
+    max_reconnects: int | None = Field(
+        None, ge=0, le=1_000_000, description="Give up after this many (default: never)."
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s."
+    )
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest reconnect delay (full jitter below it).")
     grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
 

@@ -98,7 +98,12 @@ class BackboneDeployment:
 
     async def __call__(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.dtype != np.uint8 or tuple(frames.shape[1:3]) != self.size_hw or frames.shape[3] != 3:
+        if (
+            frames.ndim != 4
+            or frames.dtype != np.uint8
+            or tuple(frames.shape[1:3]) != self.size_hw
+            or frames.shape[3] != 3
+        ):
             raise ValueError(
                 f"expected (n, {self.size_hw[0]}, {self.size_hw[1]}, 3) uint8 frames, got {frames.dtype} {frames.shape}"
             )

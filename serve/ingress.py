@@ -5,7 +5,6 @@ environment variable named by ``serve.token_env``. Errors are JSON ``{"error": {
 bad input gets a 4xx, never a 500.
 """
 
-
 import asyncio
 import hmac
 import logging
@@ -60,7 +59,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 def _camera_error(exc: Exception) -> ApiError:
     cause = getattr(exc, "cause", None) or exc
     code = getattr(cause, "code", "camera_error")
-    status = {"camera_not_found": 404, "camera_exists": 409, "invalid_camera": 422, "source_not_found": 422}.get(code, 400)
+    status = {"camera_not_found": 404, "camera_exists": 409, "invalid_camera": 422, "source_not_found": 422}.get(
+        code, 400
+    )
     return ApiError(status, code, getattr(cause, "message", str(cause)))
 
 
@@ -175,7 +176,7 @@ class Ingress:
     @api.get("/v1/cameras")
     async def list_cameras(self, request: Request) -> dict[str, Any]:
         self._auth(request)
-        return {"cameras": await self.manager.list.remote()}
+        return {"cameras": await self.manager.cameras.remote()}
 
     @api.post("/v1/cameras", status_code=201)
     async def add_camera(self, request: Request) -> dict[str, Any]:

@@ -39,13 +39,15 @@ def parse_grid(text: str | None) -> GridConfig:
     return GridConfig(rows=int(m.group(1)), cols=int(m.group(2)))  # type: ignore[call-arg]
 
 
-def cameras_from_sources(
-    sources: list[str], *, grid: str | None, pacing: str, loop: bool
-) -> list[CameraConfig]:
+def cameras_from_sources(sources: list[str], *, grid: str | None, pacing: str, loop: bool) -> list[CameraConfig]:
     taken: set[str] = set()
     return [
         CameraConfig(
-            id=camera_id_for(s, taken), url=s, pacing=pacing, loop=loop, grid=parse_grid(grid)  # type: ignore[arg-type]
+            id=camera_id_for(s, taken),
+            url=s,
+            pacing=pacing,
+            loop=loop,
+            grid=parse_grid(grid),  # type: ignore[arg-type]
         )
         for s in sources
     ]
@@ -66,7 +68,7 @@ def ensure_token(cfg: NexaraConfig, run_dir: Path) -> tuple[str, Path | None]:
 
 
 def _summary(statuses: list[dict[str, Any]]) -> str:
-    head = f"{'camera':<28} {'state':<10} {'fps':>6} {'scored':>7} {'dropped':>7} {'no-sig':>6} {'alerts':>6} {'last p':>7}"
+    head = f"{'camera':<28} {'state':<10} {'fps':>6} {'scored':>7} {'dropped':>7} {'no-sig':>6} {'alerts':>6} {'last p':>7}"  # noqa: E501
     lines = [head, "-" * len(head)]
     for st in statuses:
         for c in st["cells"]:

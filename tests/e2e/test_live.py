@@ -39,9 +39,9 @@ def _clip(root: Path, name: str) -> str:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = []  # noqa: RUF012 (shared by the handler instances)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).received.append({"key": self.headers.get("idempotency-key"), "body": json.loads(body)})
         self.send_response(200)
@@ -107,7 +107,7 @@ def _events(client: httpx.Client, camera_id: str | None = None) -> list[dict[str
 def splice_video(shared_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
     """Ordinary clips looped (twice) with one fight clip spliced in; returns (path, splice second)."""
     normals = [_clip(shared_clips, n) for n in NORMALS[:3]]
-    order = normals + [_clip(shared_clips, FIGHT)] + normals[::-1] + normals
+    order = [*normals, _clip(shared_clips, FIGHT), *normals[::-1], *normals]
     out = tmp_path_factory.mktemp("splice") / "splice.mp4"
     segments: list[Segment] = concat_clips(order, out, size_hw=(240, 320), fps=10)
     fight = next(s for s in segments if s.path.endswith(FIGHT))
@@ -183,7 +183,7 @@ class _CutFirstResponse(BaseHTTPRequestHandler):
     data = b""
     requests = 0
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         cls = type(self)
         cls.requests += 1
         self.send_response(200)
@@ -301,7 +301,10 @@ def test_bad_uploads_and_tokens_get_json_4xx(live: dict[str, Any], shared_clips:
 def test_camera_routes_validate_and_model_info(live: dict[str, Any], splice_video: tuple[str, float]) -> None:
     client = live["client"]
     assert client.post("/v1/cameras", json={"id": "no-url"}).status_code == 422
-    assert client.post("/v1/cameras", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        client.post("/v1/cameras", content=b"{not json", headers={"Content-Type": "application/json"}).status_code
+        == 400
+    )
     assert client.get("/v1/cameras/nope").json()["error"]["code"] == "camera_not_found"
     assert client.delete("/v1/cameras/nope").status_code == 404
     assert client.get("/v1/events", params={"limit": 0}).status_code == 422

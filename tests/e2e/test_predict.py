@@ -15,13 +15,27 @@ from nexara.ensemble import DEFAULT_MODEL_DIR
 from nexara.model_manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIRED = {"path", "violence_probability", "violent", "confidence", "members", "frames_used", "duration_s",
-            "latency_ms", "model_version"}
+REQUIRED = {
+    "path",
+    "violence_probability",
+    "violent",
+    "confidence",
+    "members",
+    "frames_used",
+    "duration_s",
+    "latency_ms",
+    "model_version",
+}
 
 
 def _predict(*args: str, timeout: int = 600) -> tuple[int, list[dict], str]:
-    r = subprocess.run([sys.executable, "-m", "nexara.cli", "predict", *args, "--format", "jsonl"],
-                       capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "nexara.cli", "predict", *args, "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
     records = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     return r.returncode, records, r.stderr
 

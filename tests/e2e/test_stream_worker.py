@@ -69,7 +69,7 @@ def model() -> _Model:
 @pytest.fixture(scope="module")
 def splice(shared_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
     normals = [_clip(shared_clips, n) for n in NORMALS]
-    order = normals[:2] + [_clip(shared_clips, FIGHT)] + normals[2:] + normals[:2]
+    order = [*normals[:2], _clip(shared_clips, FIGHT), *normals[2:], *normals[:2]]
     out = tmp_path_factory.mktemp("worker") / "splice.mp4"
     segs = concat_clips(order, out, size_hw=(240, 320), fps=10)
     return str(out), next(s.start_s for s in segs if s.path.endswith(FIGHT))
@@ -173,8 +173,7 @@ def test_black_cell_is_reported_not_scored(model: _Model, shared_clips: Path, tm
     wall = tmp_path / "wall.mp4"
     # three cells play, the fourth is left black (a lost feed)
     compose_wall_video(
-        [[_clip(shared_clips, NORMALS[0])], [_clip(shared_clips, NORMALS[1])], [_clip(shared_clips, NORMALS[2])]]
-        + [[_clip(shared_clips, NORMALS[3])]],
+        [[_clip(shared_clips, n)] for n in NORMALS],
         wall, rows=2, cols=2, duration_s=6,
     )  # fmt: skip
     # blank the fourth cell by cropping boxes: use a 2x2 grid on a wall whose r1c1 we paint black

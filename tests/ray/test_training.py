@@ -72,8 +72,17 @@ def test_cv_train_export_resume(tmp_path: Path) -> None:
     assert (tmp_path / "ray_results" / "t1-stats").is_dir()
     spec = get_spec("efficientnet_lite0")
     model_dir = tmp_path / "model"
-    export_model(model_dir, trained, cv, y, cfg, spec=spec, inputs={"appearance": x},
-                 training_data={"clips": len(y)}, version="test-1")
+    export_model(
+        model_dir,
+        trained,
+        cv,
+        y,
+        cfg,
+        spec=spec,
+        inputs={"appearance": x},
+        training_data={"clips": len(y)},
+        version="test-1",
+    )
     man = read_manifest(model_dir)
     assert [m.name for m in man.members] == ["stats", "conv"]
     assert abs(sum(man.weights) - 1) < 1e-6 and 0 < man.threshold < 1 and man.temperature > 0
@@ -106,8 +115,17 @@ def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
     for m in cfg.training.members:
         res = train_member(x, y, x, y, m.model_copy(update={"epochs": 2}), cfg.training.train)
         trained[m.name] = {"state_dict": res.state_dict, "head_config": res.head_config}
-    export_model(tmp_path / "m", trained, cv, y, cfg, spec=get_spec("efficientnet_lite0"), inputs={"appearance": x},
-                 training_data={}, version="t")
+    export_model(
+        tmp_path / "m",
+        trained,
+        cv,
+        y,
+        cfg,
+        spec=get_spec("efficientnet_lite0"),
+        inputs={"appearance": x},
+        training_data={},
+        version="t",
+    )
     (tmp_path / "m" / "stats.pt").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="does not match its sha256"):
         read_manifest(tmp_path / "m")

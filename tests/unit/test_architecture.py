@@ -31,12 +31,16 @@ def test_shared_core_imports_no_ray_and_no_runtime_package() -> None:
 
 
 def test_serve_never_imports_training() -> None:
-    offenders = {str(p.relative_to(REPO)): "training" for p in (REPO / "serve").rglob("*.py")
-                 if "training" in _imports(p)}
+    offenders = {
+        str(p.relative_to(REPO)): "training" for p in (REPO / "serve").rglob("*.py") if "training" in _imports(p)
+    }
     assert not offenders, offenders
 
 
 def test_ray_actors_only_in_actor_files() -> None:
-    offenders = [str(p.relative_to(REPO)) for p in (REPO / "actors").rglob("*.py")
-                 if "ray" in _imports(p) and not p.name.endswith("_actor.py")]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "actors").rglob("*.py")
+        if "ray" in _imports(p) and not p.name.endswith("_actor.py")
+    ]
     assert not offenders, offenders

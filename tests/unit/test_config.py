@@ -65,8 +65,9 @@ def test_env_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nexara.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "nexara.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
