@@ -7,7 +7,7 @@ SHARED ?= ../shared
 CLIPS := $(SHARED)/data/surveillance-fight
 RUN ?= runs/demo
 
-.PHONY: setup demo features evaluate model test test-slow test-all lint bench clean
+.PHONY: demo-predict setup demo features evaluate model test test-slow test-all lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -22,7 +22,15 @@ setup: .venv/.synced
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
 DEMO_CLIPS := $(wildcard $(CLIPS)/fight/fi00*.mp4 $(CLIPS)/fight/fi010.mp4 $(CLIPS)/noFight/nofi00*.mp4 $(CLIPS)/noFight/nofi010.mp4)
+# The main job: a 2x2 monitor wall composed at run time from ordinary CCTV clips in ../shared, watched
+# live (Serve app + stream actors, grid detected from the frames). Expect no alert.
+DEMO_WALL := $(addprefix $(CLIPS)/noFight/,nofi108.mp4 nofi092.mp4 nofi150.mp4 nofi068.mp4 nofi092.mp4 nofi068.mp4 nofi150.mp4 nofi108.mp4)
 demo: setup
+	.venv/bin/nexara demo-wall $(RUN)/demo-wall.mp4 --seconds 20 --clips $(DEMO_WALL)
+	.venv/bin/nexara watch $(RUN)/demo-wall.mp4 --grid auto --pacing fast --run-dir $(RUN)/watch
+
+# Clip-level verdicts on 18 shared clips (Ray Data for >= 16 inputs).
+demo-predict: setup
 	.venv/bin/nexara predict $(DEMO_CLIPS)
 
 # Manifest + feature store of all 230 shared clips (Ray Data), then grouped CV and the default model.
