@@ -225,7 +225,6 @@ class SourceWorker:
         self._recorder_lock = threading.Lock()
         self._last_t = 0.0
         self._auto_frames: list[LiveFrame] = []
-        self._t_first_frame_wall: float | None = None
         self._frames_in = 0
         self._backpressure = source.pacing == "fast" and source.reconnect is not True and "://" not in source.url
 
@@ -718,18 +717,7 @@ def worker_from_config(
         backoff_initial_s=camera.backoff_initial_s,
         backoff_max_s=camera.backoff_max_s,
     )
-    c = cfg.confirmation
-    confirmation = ConfirmationConfig(
-        enter_threshold=c.enter_threshold,
-        exit_threshold=c.exit_threshold,
-        k=c.k,
-        n=c.n,
-        exit_windows=c.exit_windows,
-        cooldown_s=c.cooldown_s,
-        max_event_s=c.max_event_s,
-        update_every_s=c.update_every_s,
-        tiers=dict(c.tiers),
-    )
+    confirmation = ConfirmationConfig(**cfg.confirmation.model_dump())
     sinks: list[Sink] = list(extra_sinks)
     if cfg.sinks.webhook is not None:
         from actors.sinks import WebhookSink

@@ -222,7 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import ray
 
-    from serve.builder import new_run_dir, run_local
+    from serve.builder import init_ray, new_run_dir, run_local
     from serve.watch import ensure_token
 
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
@@ -230,14 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.serve.port = args.port
     _, token_path = ensure_token(cfg, run_dir)
-    ray.init(
-        address=cfg.ray.address,
-        **(
-            {"num_cpus": cfg.ray.num_cpus, "object_store_memory": cfg.ray.object_store_memory_mb * 1024 * 1024,
-             "include_dashboard": cfg.ray.include_dashboard}
-            if cfg.ray.address == "local" else {}
-        ),
-    )  # fmt: skip
+    init_ray(cfg)
     run_local(cfg, run_dir)
     sys.stdout.write(
         f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"

@@ -232,26 +232,31 @@ class Ingress:
         if not path.exists():
             return {"events": [], "offset": offset, "next_offset": None}
 
+        by_clock = since_unix is not None or until_unix is not None
+
         def read() -> list[dict[str, Any]]:
             log = EventLog(path)
             try:
+                if not by_clock:  # the log reader paginates; one extra row tells whether a next page exists
+                    rows = log.read(
+                        camera_id=camera_id, since_s=since_s, until_s=until_s, offset=offset, limit=limit + 1
+                    )
+                    return [r.model_dump(mode="json") for r in rows]
                 out = []
                 for r in log.read(camera_id=camera_id, since_s=since_s, until_s=until_s, limit=MAX_READ_LIMIT):
-                    d = r.model_dump(mode="json")
-                    t = d.get("logged_unix_s")
+                    t = r.logged_unix_s
                     if since_unix is not None and (t is None or t < since_unix):
                         continue
                     if until_unix is not None and (t is None or t >= until_unix):
                         continue
-                    out.append(d)
-                return out
+                    out.append(r.model_dump(mode="json"))
+                return out[offset : offset + limit + 1]
             finally:
                 log.close()
 
-        matched = await asyncio.get_running_loop().run_in_executor(None, read)
-        page = matched[offset : offset + limit]
-        nxt = offset + limit if offset + limit < len(matched) else None
-        return {"events": page, "offset": offset, "next_offset": nxt, "total": len(matched)}
+        rows = await asyncio.get_running_loop().run_in_executor(None, read)
+        nxt = offset + limit if len(rows) > limit else None
+        return {"events": rows[:limit], "offset": offset, "next_offset": nxt}
 
     @api.get("/v1/events/{event_id}/clip", response_model=None)
     async def event_clip(self, event_id: str, request: Request) -> FileResponse | JSONResponse:

@@ -100,7 +100,7 @@ def watch(
     from actors.event_log import EventRecord
     from actors.sinks import ConsoleSink
     from actors.stream_actor import get_or_create_manager
-    from serve.builder import run_local
+    from serve.builder import init_ray, run_local
 
     if not cameras:
         raise ValueError("nothing to watch: give sources on the command line or cameras: in the config")
@@ -109,17 +109,7 @@ def watch(
     if token_path:
         out.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
     out.flush()
-    started_ray = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": cfg.ray.address, "log_to_driver": False}
-        if cfg.ray.address == "local":
-            kwargs.update(
-                num_cpus=cfg.ray.num_cpus,
-                object_store_memory=cfg.ray.object_store_memory_mb * 1024 * 1024,
-                include_dashboard=cfg.ray.include_dashboard,
-            )
-        ray.init(**kwargs)
-        started_ray = True
+    started_ray = init_ray(cfg)
     rc = 0
     manager = None
     try:
