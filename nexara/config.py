@@ -322,21 +322,25 @@ class BatchConfig(_Model):
 class BackboneServeConfig(BatchConfig):
     """The batched backbone deployment (one CNN for every camera)."""
 
+    max_batch_size: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description=(
+            "Frames per forward pass (requests are gathered up to it; a larger request is split). "
+            "8 is fastest on CPU; raise it (64-256) on a GPU."
+        ),
+    )
     num_replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per replica (fractional on small machines).")
     num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs per replica (1 on a GPU node).")
     torch_threads: int = Field(1, ge=1, le=256)
     max_ongoing_requests: int = Field(
-        32, ge=1, le=10_000, description="Must exceed max_batch_size or batches never fill."
+        32,
+        ge=1,
+        le=10_000,
+        description="Requests a replica holds at once; times the frames per request it bounds how full a batch gets.",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> BackboneServeConfig:
-        if self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError(
-                f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size ({self.max_batch_size})"
-            )
-        return self
 
 
 class EnsembleServeConfig(BatchConfig):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,21 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _frame_count(items: list[np.ndarray]) -> int:
+    """Size of a backbone batch in frames (``max_batch_size`` counts frames, not requests)."""
+    return sum(len(x) for x in items)
+
+
 @serve.deployment(name="Backbone")
 class BackboneDeployment:
     """One CNN for every camera: ``@serve.batch`` gathers the frame requests of all stream actors.
 
     A request is ``(n, H, W, 3)`` uint8 frames at the model input size; the reply is ``(n, D)`` float16
-    features. Frames go to the device as uint8 and become float there (autocast on GPU)."""
+    features. Frames go to the device as uint8 and become float there (autocast on GPU).
+
+    ``max_batch_size`` counts *frames* per forward pass: requests are gathered until the next one would
+    pass it, and a request larger than it is split. On CPU a small batch is fastest (Lite0 with one
+    thread here: 33 frames/s at 4-8 frames, 25 at 64, ``benchmarks/bench_live.py``); on a GPU raise it."""
 
     def __init__(
         self,
@@ -68,6 +79,10 @@ class BackboneDeployment:
         self._frames = 0
         self._requests = 0
         self._busy_s = 0.0
+        self._max_batch_frames = 0
+        self._max_batch_requests = 0
+        self._recent_batches: deque[int] = deque(maxlen=256)
+        self._max_batch_size, self._batch_wait_timeout_s = 8, 0.02  # the decorator's until reconfigure runs
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         size = int(user_config.get("max_batch_size", 8))
@@ -76,6 +91,7 @@ class BackboneDeployment:
             raise ValueError(f"max_batch_size must be >= 1 and batch_wait_timeout_s >= 0, got {size}, {wait}")
         self.embed.set_max_batch_size(size)  # type: ignore[attr-defined]
         self.embed.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
+        self._max_batch_size, self._batch_wait_timeout_s = size, wait  # Serve's getters are private
         logger.info("backbone batching: max_batch_size=%d batch_wait_timeout_s=%.3f", size, wait)
 
     def _forward(self, frames: np.ndarray) -> np.ndarray:
@@ -84,7 +100,7 @@ class BackboneDeployment:
         with torch.inference_mode():
             return self.backbone(frames).to(torch.float16).cpu().numpy()
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_frame_count)
     async def embed(self, requests: list[np.ndarray]) -> list[np.ndarray]:
         sizes = [len(r) for r in requests]
         stacked = np.concatenate(requests, axis=0)
@@ -94,6 +110,9 @@ class BackboneDeployment:
         self._batches += 1
         self._requests += len(requests)
         self._frames += len(stacked)
+        self._max_batch_frames = max(self._max_batch_frames, len(stacked))
+        self._max_batch_requests = max(self._max_batch_requests, len(requests))
+        self._recent_batches.append(len(stacked))
         return list(np.split(feats, np.cumsum(sizes)[:-1]))
 
     async def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -109,7 +128,11 @@ class BackboneDeployment:
             )
         if len(frames) == 0:
             return np.zeros((0, self.manifest.feature_dim), dtype=np.float16)
-        return await self.embed(frames)
+        step = self._max_batch_size
+        if len(frames) <= step:
+            return await self.embed(frames)
+        parts = await asyncio.gather(*(self.embed(frames[i : i + step]) for i in range(0, len(frames), step)))
+        return np.concatenate(parts)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -119,8 +142,13 @@ class BackboneDeployment:
             "frames": self._frames,
             "mean_batch_frames": self._frames / self._batches if self._batches else 0.0,
             "busy_s": round(self._busy_s, 3),
-            "max_batch_size": self.embed.get_max_batch_size(),  # type: ignore[attr-defined]
-            "batch_wait_timeout_s": self.embed.get_batch_wait_timeout_s(),  # type: ignore[attr-defined]
+            "max_batch_size": self._max_batch_size,
+            "batch_wait_timeout_s": self._batch_wait_timeout_s,
+            "max_batch_frames": self._max_batch_frames,
+            "max_batch_requests": self._max_batch_requests,
+            "recent_batch_frames": list(self._recent_batches),
+            "feature_dim": self.manifest.feature_dim,
+            "pid": os.getpid(),
         }
 
 
