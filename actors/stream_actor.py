@@ -70,7 +70,22 @@ class StreamActor:
 
     async def start(self) -> dict[str, Any]:
         self.worker.start(asyncio.get_running_loop())
+        self._metrics_task = asyncio.create_task(self._publish_metrics())
         return self.worker.status()
+
+    async def _publish_metrics(self, every_s: float = 2.0) -> None:
+        """Status -> Prometheus metrics (:mod:`actors.live_metrics`) every ``every_s`` until the end."""
+        from actors.live_metrics import LiveMetrics
+
+        metrics = LiveMetrics(self.camera.id)
+        while True:
+            try:
+                metrics.update(self.worker.status())
+            except Exception as exc:  # metrics never stop a stream
+                logger.warning("metrics of %s not published: %s", self.camera.id, exc)
+            if self.worker.finished.is_set():
+                return
+            await asyncio.sleep(every_s)
 
     async def status(self) -> dict[str, Any]:
         return self.worker.status()
@@ -131,8 +146,20 @@ class CameraManager:
             actor = StreamActor.options(  # type: ignore[attr-defined]
                 num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
             ).remote(cam.model_dump(mode="json"), self.settings, self.run_dir, self.app_name)
+            timeout = self.cfg.serve.camera_start_timeout_s
             try:
-                status = await actor.start.remote()
+                status = await asyncio.wait_for(actor.start.remote(), timeout)
+            except TimeoutError:
+                # almost always an actor that cannot be placed: say which resource is short
+                ray.kill(actor)
+                need = self.cfg.serve.stream_num_cpus
+                free = ray.available_resources().get("CPU", 0.0)
+                raise CameraError(
+                    "no_capacity",
+                    f"camera {cam.id} did not start within {timeout:g} s: its stream actor needs "
+                    f"serve.stream_num_cpus={need:g} CPU and the cluster has {free:g} free; remove a camera, "
+                    "lower serve.stream_num_cpus or add nodes",
+                ) from None
             except Exception as exc:
                 ray.kill(actor)
                 cause = getattr(exc, "cause", None) or exc

@@ -375,6 +375,9 @@ class ServeSection(_Model):
     model_dir: str | None = Field(None, description="Model manifest folder (default: the shipped model).")
     ingress_num_cpus: float = Field(0.1, gt=0, le=64)
     stream_num_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per stream actor.")
+    camera_start_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds a new camera may take to start before it is refused (503)."
+    )
     backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
     ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
 

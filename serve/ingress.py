@@ -59,9 +59,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 def _camera_error(exc: Exception) -> ApiError:
     cause = getattr(exc, "cause", None) or exc
     code = getattr(cause, "code", "camera_error")
-    status = {"camera_not_found": 404, "camera_exists": 409, "invalid_camera": 422, "source_not_found": 422}.get(
-        code, 400
-    )
+    status = {
+        "camera_not_found": 404,
+        "camera_exists": 409,
+        "invalid_camera": 422,
+        "source_not_found": 422,
+        "no_capacity": 503,
+    }.get(code, 400)
     return ApiError(status, code, getattr(cause, "message", str(cause)))
 
 

@@ -318,3 +318,38 @@ def test_camera_routes_validate_and_model_info(live: dict[str, Any], splice_vide
     assert model["members"] and model["threshold"] > 0 and model["vote"] == "soft"
     missing = client.post("/v1/cameras", json={"id": "missing", "url": "/no/such/file.mp4"})
     assert missing.status_code in (400, 422) and "missing" in missing.json()["error"]["message"]
+
+
+def _scrape(port: int, name: str, camera: str) -> float | None:
+    """Value of Prometheus series ``name`` with ``camera="<camera>"`` on the node's metrics port."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'camera="{camera}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_live_metrics_reach_the_prometheus_endpoint(live: dict[str, Any], shared_clips: Path, tmp_path: Path) -> None:
+    import ray
+
+    from actors.live_metrics import METRICS, exported_name
+
+    client = live["client"]
+    video = tmp_path / "metrics.mp4"
+    concat_clips([_clip(shared_clips, n) for n in NORMALS[2:5]], video, size_hw=(240, 320), fps=10)
+    assert client.post("/v1/cameras", json={"id": "metrics", "url": str(video), "pacing": "fast"}).status_code == 201
+    st = _wait_ended(client, "metrics")
+    scored = st["cells"][0]["windows_scored"]
+    assert scored > 0
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    series = {name: exported_name(name, kind) for name, kind, _, _ in METRICS}
+    deadline = time.monotonic() + 90  # Ray's agent exports every few seconds
+    value = None
+    while time.monotonic() < deadline:
+        value = _scrape(port, series["nexara_windows_scored"], "metrics")
+        if value == scored:
+            break
+        time.sleep(2)
+    assert value == scored, (value, scored)
+    assert _scrape(port, series["nexara_last_score"], "metrics") is not None
+    assert client.delete("/v1/cameras/metrics").status_code == 200

@@ -1,0 +1,104 @@
+"""Prometheus metrics of the live path, per camera (a monitor-wall cell is a camera).
+
+Each stream actor publishes them through ``ray.util.metrics``; Ray's metrics agent on every node exports
+them in Prometheus format (names get Ray's ``ray_`` prefix, counters a ``_total`` suffix) on the node's
+metrics export port, and Ray writes a Prometheus service-discovery file listing those ports
+(``/tmp/ray/prom_metrics_service_discovery.json``). ``nexara grafana dashboard`` builds a Grafana
+dashboard over them (:mod:`serve.grafana`).
+
+:data:`METRICS` is the one list of what is exported (name, kind, help): the actor and the dashboard both
+read it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+Kind = Literal["counter", "gauge"]
+
+# name (as declared; exported as ray_<name>[_total]), kind, description, status field it comes from
+METRICS: tuple[tuple[str, Kind, str, str], ...] = (
+    ("nexara_windows_scored", "counter", "Windows scored by the ensemble.", "windows_scored"),
+    ("nexara_windows_dropped", "counter", "Windows dropped (oldest first): scoring fell behind.", "windows_dropped"),
+    ("nexara_windows_failed", "counter", "Windows whose scoring failed after every retry.", "windows_failed"),
+    ("nexara_windows_no_signal", "counter", "Windows not scored: the cell was black or frozen.", "windows_no_signal"),
+    ("nexara_frames_analysed", "counter", "Frames analysed (motion and backbone).", "frames_analysed"),
+    ("nexara_alerts", "counter", "Confirmed alerts (start events).", "alerts"),
+    ("nexara_events", "counter", "Events written to the event log (start, update, end).", "events"),
+    ("nexara_cuts", "counter", "Scene cuts detected (motion statistics restarted).", "cuts"),
+    ("nexara_last_score", "gauge", "Calibrated violence probability of the latest window.", "last_score"),
+    ("nexara_alert_active", "gauge", "1 while an alert is open on the camera.", "alert_active"),
+    ("nexara_stride_seconds", "gauge", "Current hop between windows (adaptive sampling).", "stride_s"),
+    ("nexara_verdict_lag_seconds", "gauge", "Wall time from the end of the latest scored window to now.", ""),
+    ("nexara_signal_ok", "gauge", "1 when the cell has a picture, 0 when black or frozen.", ""),
+)
+SOURCE_METRICS: tuple[tuple[str, Kind, str, str], ...] = (
+    ("nexara_source_reconnects", "counter", "Reconnections of the source after a drop.", "reconnects"),
+    ("nexara_source_fps_in", "gauge", "Frames per second decoded from the source.", "fps_in"),
+    ("nexara_source_queued_windows", "gauge", "Windows waiting to be scored.", "queued"),
+    ("nexara_source_streaming", "gauge", "1 while the source delivers frames.", ""),
+)
+TAG_KEYS = ("source", "camera")
+
+
+def exported_name(name: str, kind: Kind) -> str:
+    """The Prometheus series name Ray exports for a metric declared as ``name``."""
+    return f"ray_{name}_total" if kind == "counter" else f"ray_{name}"
+
+
+class LiveMetrics:
+    """Publishes a stream worker's :meth:`~actors.stream.SourceWorker.status` as Ray metrics (counters
+    advance by the difference since the last update)."""
+
+    def __init__(self, source_id: str) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        self.source_id = source_id
+        self._metrics: dict[str, Any] = {}
+        for name, kind, desc, _ in (*METRICS, *SOURCE_METRICS):
+            cls = Counter if kind == "counter" else Gauge
+            self._metrics[name] = cls(name, description=desc, tag_keys=TAG_KEYS)
+        self._last: dict[tuple[str, str], float] = {}
+
+    def _count(self, name: str, camera: str, total: float) -> None:
+        key = (name, camera)
+        delta = total - self._last.get(key, 0.0)
+        self._last[key] = total
+        if delta > 0:
+            self._metrics[name].inc(delta, tags={"source": self.source_id, "camera": camera})
+
+    def _gauge(self, name: str, camera: str, value: float | None) -> None:
+        if value is None or not math.isfinite(value):
+            return
+        self._metrics[name].set(float(value), tags={"source": self.source_id, "camera": camera})
+
+    def update(self, status: dict[str, Any], now_unix_s: float | None = None) -> None:
+        now = time.time() if now_unix_s is None else now_unix_s
+        started = status.get("started_unix_s")
+        for cell in status.get("cells", []):
+            cam = str(cell["camera_id"])
+            for name, kind, _, field in METRICS:
+                if not field:
+                    continue
+                value = cell.get(field)
+                if isinstance(value, bool):
+                    value = float(value)
+                if kind == "counter":
+                    self._count(name, cam, float(value or 0))
+                else:
+                    self._gauge(name, cam, None if value is None else float(value))
+            self._gauge("nexara_signal_ok", cam, 1.0 if cell.get("signal") == "ok" else 0.0)
+            if started is not None and cell.get("last_window_end_s") is not None:
+                self._gauge("nexara_verdict_lag_seconds", cam, now - started - float(cell["last_window_end_s"]))
+        src = self.source_id
+        for name, kind, _, field in SOURCE_METRICS:
+            if not field:
+                continue
+            value = status.get(field)
+            if kind == "counter":
+                self._count(name, src, float(value or 0))
+            else:
+                self._gauge(name, src, None if value is None else float(value))
+        self._gauge("nexara_source_streaming", src, 1.0 if status.get("state") == "streaming" else 0.0)
