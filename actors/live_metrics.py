@@ -1,6 +1,7 @@
 """Prometheus metrics of the live path, per camera (a monitor-wall cell is a camera).
 
-Each stream actor publishes them through ``ray.util.metrics``; Ray's metrics agent on every node exports
+Each stream actor publishes them through ``ray.util.metrics`` (``actors.stream_actor.LiveMetrics``: Ray
+stays in the ``*_actor.py`` files); Ray's metrics agent on every node exports
 them in Prometheus format (names get Ray's ``ray_`` prefix, counters a ``_total`` suffix) on the node's
 metrics export port, and Ray writes a Prometheus service-discovery file listing those ports
 (``/tmp/ray/prom_metrics_service_discovery.json``). ``nexara grafana dashboard`` builds a Grafana
@@ -12,9 +13,7 @@ read it.
 
 from __future__ import annotations
 
-import math
-import time
-from typing import Any, Literal
+from typing import Literal
 
 Kind = Literal["counter", "gauge"]
 
@@ -46,59 +45,3 @@ TAG_KEYS = ("source", "camera")
 def exported_name(name: str, kind: Kind) -> str:
     """The Prometheus series name Ray exports for a metric declared as ``name``."""
     return f"ray_{name}_total" if kind == "counter" else f"ray_{name}"
-
-
-class LiveMetrics:
-    """Publishes a stream worker's :meth:`~actors.stream.SourceWorker.status` as Ray metrics (counters
-    advance by the difference since the last update)."""
-
-    def __init__(self, source_id: str) -> None:
-        from ray.util.metrics import Counter, Gauge
-
-        self.source_id = source_id
-        self._metrics: dict[str, Any] = {}
-        for name, kind, desc, _ in (*METRICS, *SOURCE_METRICS):
-            cls = Counter if kind == "counter" else Gauge
-            self._metrics[name] = cls(name, description=desc, tag_keys=TAG_KEYS)
-        self._last: dict[tuple[str, str], float] = {}
-
-    def _count(self, name: str, camera: str, total: float) -> None:
-        key = (name, camera)
-        delta = total - self._last.get(key, 0.0)
-        self._last[key] = total
-        if delta > 0:
-            self._metrics[name].inc(delta, tags={"source": self.source_id, "camera": camera})
-
-    def _gauge(self, name: str, camera: str, value: float | None) -> None:
-        if value is None or not math.isfinite(value):
-            return
-        self._metrics[name].set(float(value), tags={"source": self.source_id, "camera": camera})
-
-    def update(self, status: dict[str, Any], now_unix_s: float | None = None) -> None:
-        now = time.time() if now_unix_s is None else now_unix_s
-        started = status.get("started_unix_s")
-        for cell in status.get("cells", []):
-            cam = str(cell["camera_id"])
-            for name, kind, _, field in METRICS:
-                if not field:
-                    continue
-                value = cell.get(field)
-                if isinstance(value, bool):
-                    value = float(value)
-                if kind == "counter":
-                    self._count(name, cam, float(value or 0))
-                else:
-                    self._gauge(name, cam, None if value is None else float(value))
-            self._gauge("nexara_signal_ok", cam, 1.0 if cell.get("signal") == "ok" else 0.0)
-            if started is not None and cell.get("last_window_end_s") is not None:
-                self._gauge("nexara_verdict_lag_seconds", cam, now - started - float(cell["last_window_end_s"]))
-        src = self.source_id
-        for name, kind, _, field in SOURCE_METRICS:
-            if not field:
-                continue
-            value = status.get(field)
-            if kind == "counter":
-                self._count(name, src, float(value or 0))
-            else:
-                self._gauge(name, src, None if value is None else float(value))
-        self._gauge("nexara_source_streaming", src, 1.0 if status.get("state") == "streaming" else 0.0)

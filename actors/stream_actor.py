@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +77,6 @@ class StreamActor:
 
     async def _publish_metrics(self, every_s: float = 2.0) -> None:
         """Status -> Prometheus metrics (:mod:`actors.live_metrics`) every ``every_s`` until the end."""
-        from actors.live_metrics import LiveMetrics
-
         metrics = LiveMetrics(self.camera.id)
         while True:
             try:
@@ -220,3 +220,63 @@ def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str)
 
 def get_manager(app_name: str) -> Any:
     return ray.get_actor(f"{MANAGER_NAME}-{app_name}", namespace=NAMESPACE)
+
+
+class LiveMetrics:
+    """Publishes a stream worker's :meth:`~actors.stream.SourceWorker.status` as Ray metrics (counters
+    advance by the difference since the last update)."""
+
+    def __init__(self, source_id: str) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        from actors.live_metrics import METRICS, SOURCE_METRICS, TAG_KEYS
+
+        self.source_id = source_id
+        self._metrics: dict[str, Any] = {}
+        for name, kind, desc, _ in (*METRICS, *SOURCE_METRICS):
+            cls = Counter if kind == "counter" else Gauge
+            self._metrics[name] = cls(name, description=desc, tag_keys=TAG_KEYS)
+        self._last: dict[tuple[str, str], float] = {}
+
+    def _count(self, name: str, camera: str, total: float) -> None:
+        key = (name, camera)
+        delta = total - self._last.get(key, 0.0)
+        self._last[key] = total
+        if delta > 0:
+            self._metrics[name].inc(delta, tags={"source": self.source_id, "camera": camera})
+
+    def _gauge(self, name: str, camera: str, value: float | None) -> None:
+        if value is None or not math.isfinite(value):
+            return
+        self._metrics[name].set(float(value), tags={"source": self.source_id, "camera": camera})
+
+    def update(self, status: dict[str, Any], now_unix_s: float | None = None) -> None:
+        from actors.live_metrics import METRICS, SOURCE_METRICS
+
+        now = time.time() if now_unix_s is None else now_unix_s
+        started = status.get("started_unix_s")
+        for cell in status.get("cells", []):
+            cam = str(cell["camera_id"])
+            for name, kind, _, field in METRICS:
+                if not field:
+                    continue
+                value = cell.get(field)
+                if isinstance(value, bool):
+                    value = float(value)
+                if kind == "counter":
+                    self._count(name, cam, float(value or 0))
+                else:
+                    self._gauge(name, cam, None if value is None else float(value))
+            self._gauge("nexara_signal_ok", cam, 1.0 if cell.get("signal") == "ok" else 0.0)
+            if started is not None and cell.get("last_window_end_s") is not None:
+                self._gauge("nexara_verdict_lag_seconds", cam, now - started - float(cell["last_window_end_s"]))
+        src = self.source_id
+        for name, kind, _, field in SOURCE_METRICS:
+            if not field:
+                continue
+            value = status.get(field)
+            if kind == "counter":
+                self._count(name, src, float(value or 0))
+            else:
+                self._gauge(name, src, None if value is None else float(value))
+        self._gauge("nexara_source_streaming", src, 1.0 if status.get("state") == "streaming" else 0.0)
