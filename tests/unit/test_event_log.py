@@ -9,32 +9,25 @@ import signal
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from actors.confirmation import AlertEvent
 from actors.event_log import EventLog, EventRecord
 
 pytestmark = pytest.mark.unit
 
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from events_factory import make_event as _make_event  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_event(i: int, camera_id: str = "cam1", kind: str = "start", seq: int = 0) -> AlertEvent:
-    return AlertEvent(
-        event_id=f"{camera_id}-{i * 1000}-{i}",
-        kind=kind,  # type: ignore[arg-type]
-        seq=seq,
-        camera_id=camera_id,
-        start_s=float(i),
-        end_s=float(i) + 5.0 if kind == "end" else None,
-        at_s=float(i) + 2.0,
-        peak_probability=0.9,
-        mean_probability=0.8,
-        tier="HIGH",
-        windows=3,
-    )
+make_event = partial(_make_event, camera_id="cam1", duration_s=5.0, peak=0.9, end_reason=None)
 
 
 def test_append_then_read_with_filters_and_pages(tmp_path: Path) -> None:

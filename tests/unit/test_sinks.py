@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,24 +22,13 @@ from actors.sinks import ConsoleSink, WebhookSink, idempotency_key, sign, verify
 
 pytestmark = pytest.mark.unit
 
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from events_factory import make_event  # noqa: E402
+
 SECRET = "s3cret-for-tests"
-
-
-def make_event(i: int, kind: str = "start", seq: int = 0, camera_id: str = "cam-1") -> AlertEvent:
-    return AlertEvent(
-        event_id=f"{camera_id}-{i * 1000}-{i}",
-        kind=kind,  # type: ignore[arg-type]
-        seq=seq,
-        camera_id=camera_id,
-        start_s=float(i),
-        end_s=float(i) + 7.5 if kind == "end" else None,
-        at_s=float(i) + 2.0,
-        peak_probability=0.91,
-        mean_probability=0.8,
-        tier="HIGH",
-        windows=3,
-        end_reason="quiet" if kind == "end" else None,
-    )
 
 
 @dataclass
