@@ -218,6 +218,8 @@ def bench_backbone(cfg: Any, seconds: float, rounds: int = 3) -> dict[str, Any]:
         busy.append(dep["busy_fraction"])
         plains.append(plain_loop(model, frames, batch, seconds / rounds))
     dep_fps, plain_fps = float(np.median(deps)), float(np.median(plains))
+    # why max_batch_size counts frames and defaults to 8: the plain loop by batch size on this machine
+    sweep = {b: round(plain_loop(model, frames, b, 4.0), 1) for b in (1, 2, 4, 8, 16, 32, 64)}
     return {
         "frames_per_request": per_request,
         "concurrent_requests": clients,
@@ -230,6 +232,7 @@ def bench_backbone(cfg: Any, seconds: float, rounds: int = 3) -> dict[str, Any]:
         "ratio": round(dep_fps / plain_fps, 3),
         "ratios_per_round": [round(d / p, 3) for d, p in zip(deps, plains, strict=True)],
         "torch_threads": cfg.serve.backbone.torch_threads,
+        "plain_frames_per_s_by_batch": sweep,
     }
 
 
@@ -502,6 +505,7 @@ def main() -> None:
                     f"{bb['rounds']} alternating rounds): ratio {bb['ratio']} (rounds {bb['ratios_per_round']})",
                     flush=True,
                 )
+                print(f"  plain loop frames/s by batch size: {bb['plain_frames_per_s_by_batch']}", flush=True)
             if "latency" not in skip:
                 n = args.latency_cameras or max(1, min(3, sustained.get("hot", 1)))
                 print(f"3. alert latency on {n} camera(s) x {args.fights} spliced fights ...", flush=True)

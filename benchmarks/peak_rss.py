@@ -1,6 +1,6 @@
 """Run a command and report the peak summed RSS of its whole process tree (Ray workers included).
 
-    .venv/bin/python benchmarks/peak_rss.py -- .venv/bin/nexara features m.parquet --out feats
+.venv/bin/python benchmarks/peak_rss.py -- .venv/bin/nexara features m.parquet --out feats
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class BackboneDeployment:
 
     ``max_batch_size`` counts *frames* per forward pass: requests are gathered until the next one would
     pass it, and a request larger than it is split. On CPU a small batch is fastest (Lite0 with one
-    thread here: 33 frames/s at 4-8 frames, 25 at 64; README "Measured here"); on a GPU raise it. A
+    thread here: 40-50 frames/s at 1-8 frames, 25 at 64; README "Measured here"); on a GPU raise it. A
     request split just before ``reconfigure`` lowers the size may be refused by Serve's batcher; the
     stream actors retry it."""
 
