@@ -26,7 +26,12 @@ def main() -> None:
     ap.add_argument("--features", default=str(REPO / "runs" / "demo" / "features"))
     ap.add_argument("--config")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--member", default="app_stats", help="member timed alone (default: the appearance head)")
+    ap.add_argument(
+        "--member",
+        default="motion_mlp",
+        help="member timed alone: a member name of the config, or HEAD:INPUT for an extra member "
+        "(e.g. stats:appearance, the appearance head of earlier default models)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
@@ -40,7 +45,16 @@ def main() -> None:
     cfg = load_config(args.config)
     inputs, y, _, _ = load_training_data(Path(args.features), cfg)
     members = {m.name: m for m in cfg.training.members}
-    member = members[args.member].model_copy(update={"epochs": args.epochs})
+    if args.member in members:
+        member = members[args.member]
+    elif ":" in args.member:
+        from nexara.training_config import MemberConfig
+
+        head, _, kind = args.member.partition(":")
+        member = MemberConfig(name=f"{head}_{kind}", head=head, input=kind, motion=kind == "appearance")
+    else:
+        raise SystemExit(f"--member {args.member!r}: not a member of the config ({', '.join(members)}) nor HEAD:INPUT")
+    member = member.model_copy(update={"epochs": args.epochs})
     tcfg = cfg.training.train.model_copy(update={"early_stopping_patience": None})
     x = member_input(inputs, member)
     n = len(y)

@@ -1,9 +1,13 @@
 """Ensemble training and honest evaluation on Ray.
 
-* ``cross_validate``: grouped (by ``source``) stratified K-fold. Every (fold, member) fit is a Ray task,
-  so folds and members run in parallel across the cluster. Inside a fold, an inner grouped split of the
-  training sources early-stops the members and fits the ensemble weights, temperature and threshold;
-  the held-out fold is touched only for scoring. The plain baseline (logistic regression on mean + std +
+* ``cross_validate``: grouped (by ``source``) stratified K-fold. Every member fit is a Ray task, so
+  folds and members run in parallel across the cluster. Inside a fold (``training.inner_folds`` >= 2, the
+  default), an inner grouped K-fold over the fold's training sources early-stops the members and gives
+  out-of-fold predictions on all of the fold's training clips, which fit the ensemble weights, temperature
+  and threshold; then every member is refit on all of the fold's training clips for its median inner best
+  epoch and scores the held-out fold - the same procedure that makes the shipped model from all clips.
+  With ``inner_folds: 0`` one inner split of ``inner_val_frac`` does both (faster, noisier). The held-out
+  fold is touched only for scoring. The plain baseline (logistic regression on mean + std +
   mean-abs-difference of the frame features) runs on the same folds.
 * ``train_final``: every member is a Ray Train ``TorchTrainer`` run (GPU workers when asked for), all
   members in parallel, trained on all clips for the epoch count CV chose; checkpoints and results go to a
@@ -173,26 +177,60 @@ def cross_validate(
     x_ref = ray.put({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
     task = ray.remote(num_cpus=sec.member_num_cpus)(_fit_and_score)
     folds = grouped_folds(y, groups, k, seed)
-    pending = {}
-    inner = []
+    nested = sec.inner_folds >= 2
+
+    def run_all(jobs: dict[Any, tuple[Any, ...]], stage: str) -> dict[Any, dict[str, Any]]:
+        pending = {task.remote(x_ref, y, *args, sec.torch_threads): key for key, args in jobs.items()}
+        out: dict[Any, dict[str, Any]] = {}
+        remaining = list(pending)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            key = pending[done[0]]
+            try:
+                out[key] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                raise TrainingError(
+                    f"member {key[-1]} failed on fold {key[0]} ({stage}): {exc.cause if hasattr(exc, 'cause') else exc}"
+                ) from None
+            log.info("cv %s: fold %s member %s done (%d/%d)", stage, key[0], key[-1], len(out), len(pending))
+        return out
+
+    # stage 1: predictions on each fold's training clips that no member saw while fitting
+    jobs: dict[Any, tuple[Any, ...]] = {}
+    val_sets: list[np.ndarray] = []
     for fi, (tr, te) in enumerate(folds):
-        fit_idx, val_idx = inner_split(y, groups, tr, sec.inner_val_frac, seed + fi)
-        inner.append((fit_idx, val_idx))
+        if nested:
+            if len(np.unique(groups[tr])) < sec.inner_folds:
+                raise TrainingError(
+                    f"fold {fi}: {sec.inner_folds} inner folds need as many sources in the fold's training part, "
+                    f"it has {len(np.unique(groups[tr]))}; lower training.inner_folds (0 = one inner split)"
+                )
+            inner = [(tr[a], tr[b]) for a, b in grouped_folds(y[tr], groups[tr], sec.inner_folds, seed + fi)]
+            val_sets.append(np.concatenate([b for _, b in inner]))
+            for ii, (fit_idx, val_idx) in enumerate(inner):
+                for m in members:
+                    jobs[(fi, ii, m.name)] = (fit_idx, val_idx, te, m, sec.train)
+        else:
+            fit_idx, val_idx = inner_split(y, groups, tr, sec.inner_val_frac, seed + fi)
+            val_sets.append(val_idx)
+            for m in members:
+                jobs[(fi, 0, m.name)] = (fit_idx, val_idx, te, m, sec.train)
+    first = run_all(jobs, "inner" if nested else "fit")
+    n_inner = sec.inner_folds if nested else 1
+    best_epochs: dict[str, list[int]] = {m.name: [] for m in members}
+    for fi in range(len(folds)):
         for m in members:
-            ref = task.remote(x_ref, y, fit_idx, val_idx, te, m, sec.train, sec.torch_threads)
-            pending[ref] = (fi, m.name)
-    results: dict[tuple[int, str], dict[str, Any]] = {}
-    remaining = list(pending)
-    while remaining:
-        done, remaining = ray.wait(remaining, num_returns=1)
-        fi, name = pending[done[0]]
-        try:
-            results[(fi, name)] = ray.get(done[0])
-        except ray.exceptions.RayTaskError as exc:
-            raise TrainingError(
-                f"member {name} failed on fold {fi}: {exc.cause if hasattr(exc, 'cause') else exc}"
-            ) from None
-        log.info("cv: fold %d member %s done (%d/%d)", fi, name, len(results), len(pending))
+            best_epochs[m.name].append(int(np.median([first[(fi, ii, m.name)]["best_epoch"] for ii in range(n_inner)])))
+    # stage 2 (nested): every member refit on all of the fold's training clips for its median inner best
+    # epoch, without early stopping - what train_final does on all clips for the shipped model
+    if nested:
+        jobs = {}
+        for fi, (tr, te) in enumerate(folds):
+            for m in members:
+                member = m.model_copy(update={"epochs": max(3, best_epochs[m.name][fi])})
+                train_cfg = sec.train.model_copy(update={"early_stopping_patience": None})
+                jobs[(fi, m.name)] = (tr, tr, te, member, train_cfg)
+        refits = run_all(jobs, "refit")
 
     n, m_count = len(y), len(members)
     oof_members = np.zeros((n, m_count))
@@ -200,14 +238,16 @@ def cross_validate(
     oof_base = np.zeros(n)
     reports: dict[str, list[dict[str, Any]]] = {m.name: [] for m in members}
     reports["ensemble"], reports["baseline"] = [], []
-    best_epochs: dict[str, list[int]] = {m.name: [] for m in members}
     for fi, (tr, te) in enumerate(folds):
-        _, val_idx = inner[fi]
-        val_p = np.stack([sigmoid(results[(fi, m.name)]["val_logits"]) for m in members], axis=1)
-        te_p = np.stack([sigmoid(results[(fi, m.name)]["score_logits"]) for m in members], axis=1)
+        val_idx = val_sets[fi]
+        val_p = np.zeros((len(val_idx), m_count))
+        te_p = np.zeros((len(te), m_count))
+        for j, m in enumerate(members):
+            val_p[:, j] = np.concatenate([sigmoid(first[(fi, ii, m.name)]["val_logits"]) for ii in range(n_inner)])
+            score = refits[(fi, m.name)] if nested else first[(fi, 0, m.name)]
+            te_p[:, j] = sigmoid(score["score_logits"])
         oof_members[te] = te_p
         for j, m in enumerate(members):
-            best_epochs[m.name].append(int(results[(fi, m.name)]["best_epoch"]))
             thr_m = choose_threshold(y[val_idx], val_p[:, j], mode=sec.threshold_mode, target_fpr=sec.target_fpr)
             reports[m.name].append(classification_report(y[te], te_p[:, j], thr_m))
         w, t, thr = _fit_calibration(val_p, y[val_idx], sec)

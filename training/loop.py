@@ -334,6 +334,8 @@ def _train(
 ) -> TrainResult:
     n, _, d = xtr.shape
     model: TemporalHead = create_head(member.head, d, motion=member.motion, **member.head_kwargs).to(dev)
+    if model.gradient_free:
+        return _fit_gradient_free(model, xtr, ytr, xva, yva, member, cfg, on_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
 
@@ -456,6 +458,67 @@ def _train(
         best_metric=_best_metric_value(best_key, cfg.early_stopping_metric),
         swa_used=swa_used,
         swa_metrics=swa_metrics,
+        member=member.name,
+    )
+
+
+def _fit_gradient_free(
+    model: TemporalHead,
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xva: np.ndarray,
+    yva: np.ndarray,
+    member: MemberConfig,
+    cfg: TrainConfig,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    """A head fitted in one call (trees): one "epoch", the same history record and result as the loop.
+
+    Of the optimisation settings only ``seed`` and ``class_weights`` apply ('balanced' and explicit
+    weights are passed to the fit; losses, augmentation, epochs, early stopping and SWA do not apply).
+    """
+    t0 = time.perf_counter()
+    if cfg.class_weights == "balanced":
+        class_weight: Any = "balanced"
+    elif cfg.class_weights is None:
+        class_weight = None
+    else:
+        class_weight = {0: float(cfg.class_weights[0]), 1: float(cfg.class_weights[1])}
+    log.info(
+        "member %s: head=%s (fitted in one call) train=%d (fight %d) val=%d",
+        member.name, member.head, len(ytr), int(ytr.sum()), len(yva),
+    )  # fmt: skip
+    model.fit(xtr, ytr.astype(np.int64), seed=cfg.seed, class_weight=class_weight)  # type: ignore[operator]
+    model.eval()
+    train_metrics, _ = _evaluate(model, xtr, ytr)
+    metrics, val_logits = _evaluate(model, xva, yva)
+    record: dict[str, Any] = {
+        "member": member.name,
+        "epoch": 1,
+        "lr": 0.0,
+        "train_loss": train_metrics["val_loss"],
+        **metrics,
+        "swa": False,
+        "epoch_s": time.perf_counter() - t0,
+    }
+    log.info(
+        "member %s fitted in %.1f s: train_loss=%.4f val_loss=%.4f auc=%.3f f1=%.3f acc(no fight)=%.2f acc(fight)=%.2f",
+        member.name, record["epoch_s"], record["train_loss"], metrics["val_loss"], metrics["val_roc_auc"],
+        metrics["val_f1"], metrics["val_acc_class0"], metrics["val_acc_class1"],
+    )  # fmt: skip
+    _watch_class_gap(member.name, 1, metrics, cfg, in_warmup=False)
+    if on_epoch is not None:
+        on_epoch(dict(record))
+    return TrainResult(
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        head_config=model.config,
+        history=[record],
+        best_epoch=1,
+        val_probs=np.exp(-np.logaddexp(0.0, -val_logits)),
+        val_logits=val_logits,
+        best_metric=_best_metric_value(
+            (_primary(metrics, cfg.early_stopping_metric), metrics["val_loss"]), cfg.early_stopping_metric
+        ),
         member=member.name,
     )
 

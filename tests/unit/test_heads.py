@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,7 @@ def test_shape_finite_and_rebuild(name: str, motion: bool) -> None:
 
 
 @pytest.mark.parametrize("motion", [False, True], ids=["appearance", "motion"])
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", [h for h in HEADS if not create_head(h, 4).gradient_free])
 def test_loss_falls_on_separable_set(name: str, motion: bool) -> None:
     torch.manual_seed(0)
     x, y = _separable()
@@ -116,3 +117,65 @@ def test_motion_stream_sees_differences_only() -> None:
     assert h.shape == (2, 5, 8)
     still = head.frames(x[:, :1].expand(2, 5, 4))
     assert torch.allclose(still[..., 4:], still[:, :1, 4:].expand(2, 5, 4))  # all-zero differences
+
+
+# --- gradient-free heads (trees) ------------------------------------------------------------------
+
+
+def test_gradient_free_heads_are_registered() -> None:
+    free = [h for h in HEADS if create_head(h, 4).gradient_free]
+    assert free == ["forest"]
+    assert not list(create_head("forest", 4).parameters())  # nothing for an optimiser
+
+
+@pytest.mark.parametrize("name", [h for h in HEADS if create_head(h, 4).gradient_free])
+def test_gradient_free_head_fits_separable_set(name: str) -> None:
+    x, y = _separable()
+    head = create_head(name, D, motion=True).fit(x.numpy(), y.numpy(), seed=0)
+    head.eval()
+    xt, yt = _separable(seed=1)  # fresh clips
+    with torch.no_grad():
+        initial = float(F.binary_cross_entropy_with_logits(create_head(name, D, motion=True)(xt), yt))
+        loss = float(F.binary_cross_entropy_with_logits(head(xt), yt))
+        acc = float(((head(xt) > 0).float() == yt).float().mean())
+    assert loss < 0.7 * initial and acc > 0.9, (loss, initial, acc)
+
+
+@pytest.mark.parametrize("kind", ["extra_trees", "random_forest"])
+def test_forest_matches_scikit_learn_and_rebuilds(kind: str) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 12)).astype(np.float32)
+    x[:, 3] = np.round(x[:, 3], 1)  # repeated values: thresholds fall between neighbouring float32 values
+    y = ((x[:, 0] + 0.5 * x[:, 3] ** 2 + 0.3 * rng.normal(size=120)) > 0.4).astype(np.int64)
+    head = create_head("forest", 12, kind=kind, n_trees=60, min_samples_leaf=1)
+    head.fit(x[:, None, :], y, seed=3)
+    cls = ExtraTreesClassifier if kind == "extra_trees" else RandomForestClassifier
+    ref = cls(n_estimators=60, max_features="sqrt", min_samples_leaf=1, random_state=3, n_jobs=1).fit(x, y)
+    # the training clips (values exactly on split neighbours) and new ones
+    probe = np.concatenate([x, rng.normal(size=(50, 12)).astype(np.float32)])
+    head.eval()
+    with torch.no_grad():
+        p = torch.sigmoid(head(torch.from_numpy(probe[:, None, :]))).double().numpy()
+    want = np.clip(ref.predict_proba(probe)[:, 1], 1e-6, 1 - 1e-6)
+    np.testing.assert_allclose(p, want, atol=1e-6)
+
+    cfg = head.config
+    assert cfg["kwargs"]["n_nodes"] > 1 and cfg["kwargs"]["depth"] >= 1
+    rebuilt = create_head(**json.loads(json.dumps(cfg)))
+    rebuilt.load_state_dict(head.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rebuilt(torch.from_numpy(probe[:, None, :])), head(torch.from_numpy(probe[:, None, :]))
+        )
+
+
+def test_forest_rejects_bad_arguments_and_one_class() -> None:
+    with pytest.raises(ModelError, match="kind must be one of"):
+        create_head("forest", 4, kind="boosted")
+    with pytest.raises(ModelError, match="max_features"):
+        create_head("forest", 4, max_features=1.5)
+    with pytest.raises(ModelError, match="both classes"):
+        create_head("forest", 4).fit(np.zeros((6, 1, 4), np.float32), np.ones(6))

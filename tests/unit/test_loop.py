@@ -319,3 +319,31 @@ def test_member_config_rules() -> None:
         MemberConfig(name="bad name!", head="stats")
     for field in MemberConfig.model_fields.values():
         assert field.description
+
+
+def test_gradient_free_member_goes_through_train_member() -> None:
+    """A tree member is fitted once by the same entry point (what CV tasks and Ray Train call)."""
+    import numpy as np
+
+    from nexara.heads import create_head
+    from nexara.training_config import MemberConfig, TrainConfig
+    from training.loop import predict_proba, train_member
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 1, 10)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(np.int64)
+    member = MemberConfig(name="trees", head="forest", input="motion", head_kwargs={"n_trees": 30})
+    seen: list[dict] = []
+    res = train_member(x[:70], y[:70], x[70:], y[70:], member, TrainConfig(epochs=5), on_epoch=seen.append)
+    assert res.best_epoch == 1 and len(res.history) == 1 and seen[0]["epoch"] == 1
+    assert res.history[0]["val_roc_auc"] > 0.9
+    head = create_head(**res.head_config)
+    head.load_state_dict(res.state_dict)
+    np.testing.assert_allclose(predict_proba(head, x[70:]), res.val_probs, atol=1e-7)
+    # same seed, same trees; another seed, other trees
+    again = train_member(x[:70], y[:70], x[70:], y[70:], member, TrainConfig(epochs=5))
+    other = train_member(x[:70], y[:70], x[70:], y[70:], member, TrainConfig(epochs=5, seed=1))
+    assert torch.equal(again.state_dict["threshold"], res.state_dict["threshold"])
+    assert res.state_dict["threshold"].shape != other.state_dict["threshold"].shape or not torch.equal(
+        other.state_dict["threshold"], res.state_dict["threshold"]
+    )
