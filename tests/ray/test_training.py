@@ -52,7 +52,7 @@ training:
 
 def test_cv_train_export_resume(tmp_path: Path) -> None:
     x, y, groups = _synthetic()
-    cfg = _cfg(tmp_path, trees=True)  # nested CV (inner_folds 4); a gradient-free tree member beside two heads
+    cfg = _cfg(tmp_path, trees=True, inner_folds=2)  # nested CV; a gradient-free tree member beside two heads
     cv = cross_validate({"appearance": x}, y, groups, cfg, k=2, seed=0)
     assert cv.member_names == ["stats", "conv", "trees"]
     assert cv.best_epochs["trees"] == [1, 1]  # fitted in one call
