@@ -19,29 +19,12 @@ import ray
 from ray import serve
 
 from actors.stream import LiveModel, worker_from_config
+from nexara.errors import CameraError
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "nexara"
 MANAGER_NAME = "nexara-camera-manager"
-
-
-class CameraError(Exception):
-    """A camera request that cannot be done (unknown id, duplicate id, bad config)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)  # both in args: the error pickles across actors
-
-    @property
-    def code(self) -> str:
-        return str(self.args[0])
-
-    @property
-    def message(self) -> str:
-        return str(self.args[1])
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @ray.remote

@@ -1,5 +1,10 @@
-"""Typed errors. Every error the user can trigger derives from :class:`NexaraError` and carries a
-message that names the problem, so the CLI and the HTTP layer can print it without a traceback."""
+"""Typed errors: the one hierarchy of the project.
+
+Every error the user can trigger derives from :class:`NexaraError`, carries a stable ``code`` and a
+message that names the problem, so the CLI and the HTTP layer can print it without a traceback.
+:data:`HTTP_STATUS` is the one table from code to HTTP status; the ingress reads it, nothing else
+decides a status.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,50 @@ class NexaraError(Exception):
 
 class ConfigError(NexaraError):
     code = "bad_config"
+
+
+class ManifestError(NexaraError):
+    """A dataset folder, CSV or Parquet manifest that cannot be used."""
+
+    code = "bad_manifest"
+
+
+# --- bad input on the live path ------------------------------------------------------------------
+
+
+class InvalidInputError(NexaraError, ValueError):
+    """A value handed to the live path that it cannot use (a frame of the wrong shape, a probability
+    outside [0, 1], a grid that does not fit the frame). Also a :class:`ValueError`, so callers that
+    caught the bare ``ValueError`` raised before keep working."""
+
+    code = "invalid_input"
+
+
+class _CodedError(NexaraError):
+    """An error whose code is chosen per instance from a closed set (every one listed in
+    :data:`HTTP_STATUS`). Code and message both live in ``args``: the error pickles across Ray actors."""
+
+    code = "error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CameraError(_CodedError):
+    """A camera request that cannot be done (unknown id, duplicate id, bad config, no capacity)."""
+
+    code = "camera_error"
+
+
+class ApiError(_CodedError):
+    """A bad HTTP request (missing token, oversized or empty upload, unknown event...)."""
+
+    code = "bad_request"
 
 
 # --- media -------------------------------------------------------------------------------------
@@ -77,3 +126,44 @@ class UnknownModelError(ModelError):
 
 class WeightsNotFoundError(ModelError):
     code = "weights_not_found"
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+HTTP_STATUS: dict[str, int] = {
+    # request shape and authentication
+    "unauthorized": 401,
+    "bad_request": 400,
+    "bad_content_length": 400,
+    "empty_upload": 400,
+    "invalid_json": 400,
+    "upload_too_large": 413,
+    "invalid_request": 422,
+    "invalid_input": 422,
+    # media: not a video we can decode at all is an unsupported media type; a broken video is 422
+    "not_a_video": 415,
+    "no_video_stream": 415,
+    "unsupported_codec": 415,
+    # cameras
+    "camera_error": 400,
+    "camera_failed": 400,
+    "invalid_camera": 422,
+    "source_not_found": 422,
+    "camera_not_found": 404,
+    "camera_exists": 409,
+    "no_capacity": 503,
+    # events and clips
+    "event_not_found": 404,
+    "no_clip": 404,
+    "clip_not_ready": 409,
+    # routing (Starlette's own errors)
+    "not_found": 404,
+    "method_not_allowed": 405,
+}
+"""HTTP status by error code. A code not listed is input the caller sent that could not be used: 422."""
+
+DEFAULT_HTTP_STATUS = 422
+
+
+def http_status(code: str) -> int:
+    return HTTP_STATUS.get(code, DEFAULT_HTTP_STATUS)

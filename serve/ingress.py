@@ -20,27 +20,23 @@ from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nexara.errors import ApiError, CameraError, MediaError, NexaraError, http_status
+
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="NexaraVision", version="1", docs_url=None, redoc_url=None)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-@api.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _error(exc.status, exc.code, exc.message, headers)
+@api.exception_handler(NexaraError)
+async def _nexara_error(_: Request, exc: NexaraError) -> JSONResponse:
+    status = http_status(exc.code)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    message = exc.reason if isinstance(exc, MediaError) else str(exc)
+    return _error(status, exc.code, message, headers)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -53,20 +49,15 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()))
-    return _error(422, "invalid_request", f"{where}: {first.get('msg')}")
+    return _error(http_status("invalid_request"), "invalid_request", f"{where}: {first.get('msg')}")
 
 
-def _camera_error(exc: Exception) -> ApiError:
+def _camera_error(exc: Exception) -> NexaraError:
+    """The camera manager's own error, out of Ray's wrapper; anything else (a dead actor) as ``camera_error``."""
     cause = getattr(exc, "cause", None) or exc
-    code = getattr(cause, "code", "camera_error")
-    status = {
-        "camera_not_found": 404,
-        "camera_exists": 409,
-        "invalid_camera": 422,
-        "source_not_found": 422,
-        "no_capacity": 503,
-    }.get(code, 400)
-    return ApiError(status, code, getattr(cause, "message", str(cause)))
+    if isinstance(cause, NexaraError):
+        return cause
+    return CameraError("camera_error", str(cause))
 
 
 @serve.deployment(name="Ingress")
@@ -100,9 +91,9 @@ class Ingress:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
+            raise ApiError("unauthorized", "missing bearer token (Authorization: Bearer <token>)")
         if not hmac.compare_digest(token.strip().encode(), self._token):
-            raise ApiError(401, "unauthorized", "invalid bearer token")
+            raise ApiError("unauthorized", "invalid bearer token")
 
     async def _manager_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -115,21 +106,19 @@ class Ingress:
             try:
                 declared = int(length)
             except ValueError:
-                raise ApiError(400, "bad_content_length", f"Content-Length is not a number: {length!r}") from None
+                raise ApiError("bad_content_length", f"Content-Length is not a number: {length!r}") from None
             if declared > self.max_upload:
-                raise ApiError(
-                    413, "upload_too_large", f"upload is {declared} bytes; the limit is {self.max_upload} bytes"
-                )
+                raise ApiError("upload_too_large", f"upload is {declared} bytes; the limit is {self.max_upload} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_upload:
-                raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {self.max_upload} bytes")
+                raise ApiError("upload_too_large", f"upload exceeds the limit of {self.max_upload} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
         if not body:
-            raise ApiError(400, "empty_upload", "the request body is empty: send the video bytes as the body")
+            raise ApiError("empty_upload", "the request body is empty: send the video bytes as the body")
         return body
 
     def _decode(self, body: bytes) -> tuple[np.ndarray, np.ndarray | None, float | None]:
@@ -157,20 +146,14 @@ class Ingress:
 
     @api.post("/v1/predict")
     async def predict(self, request: Request) -> dict[str, Any]:
-        from nexara.errors import MediaError, NexaraError
         from nexara.predict import clip_record
 
         self._auth(request)
         t0 = time.perf_counter()
         body = await self._read_upload(request)
         name = request.headers.get("x-filename") or request.query_params.get("name") or "<upload>"
-        try:
-            frames, motion, duration = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
-        except MediaError as exc:
-            status = 415 if exc.code in ("not_a_video", "no_video_stream", "unsupported_codec") else 422
-            raise ApiError(status, exc.code, exc.reason) from None
-        except NexaraError as exc:
-            raise ApiError(422, exc.code, str(exc)) from None
+        # a MediaError or any other NexaraError of the upload reaches the handler: status from its code
+        frames, motion, duration = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
         feats = await self.backbone.remote(frames)
         verdict = await self.ensemble.remote(np.asarray(feats), motion)
         return clip_record(
@@ -188,9 +171,9 @@ class Ingress:
         try:
             camera = await request.json()
         except Exception:
-            raise ApiError(400, "invalid_json", "the body must be a JSON camera object") from None
+            raise ApiError("invalid_json", "the body must be a JSON camera object") from None
         if not isinstance(camera, dict):
-            raise ApiError(422, "invalid_camera", "the body must be a JSON object with at least id and url")
+            raise ApiError("invalid_camera", "the body must be a JSON object with at least id and url")
         try:
             return await self.manager.add.remote(camera)
         except Exception as exc:
@@ -230,7 +213,7 @@ class Ingress:
 
         self._auth(request)
         if offset < 0 or not 1 <= limit <= MAX_READ_LIMIT:
-            raise ApiError(422, "invalid_request", f"offset must be >= 0 and limit in 1..{MAX_READ_LIMIT}")
+            raise ApiError("invalid_request", f"offset must be >= 0 and limit in 1..{MAX_READ_LIMIT}")
         info = await self._manager_info()
         path = Path(info["event_log"])
         if not path.exists():
@@ -281,16 +264,16 @@ class Ingress:
             finally:
                 log.close()
         if not found:
-            raise ApiError(404, "event_not_found", f"no event {event_id}")
+            raise ApiError("event_not_found", f"no event {event_id}")
         if clip is None:
-            raise ApiError(404, "no_clip", f"event {event_id} has no evidence clip (clips are off)")
+            raise ApiError("no_clip", f"event {event_id} has no evidence clip (clips are off)")
         if not Path(clip).is_file():
             for alt in (Path(clip).with_suffix(".mkv"),):
                 if alt.is_file():
                     clip = str(alt)
                     break
             else:
-                raise ApiError(409, "clip_not_ready", f"the evidence clip of {event_id} is still being recorded")
+                raise ApiError("clip_not_ready", f"the evidence clip of {event_id} is still being recorded")
         media = "video/mp4" if clip.endswith(".mp4") else "video/x-matroska"
         return FileResponse(clip, media_type=media, filename=Path(clip).name)
 

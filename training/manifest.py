@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import StratifiedGroupKFold
 
 from nexara.config import DatasetConfig, SplitConfig
-from nexara.errors import MediaError, NexaraError
+from nexara.errors import ManifestError, MediaError
 from nexara.media import probe
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ MANIFEST_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-
-
-class ManifestError(NexaraError):
-    code = "bad_manifest"
 
 
 @dataclass(frozen=True, slots=True)
