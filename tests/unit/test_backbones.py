@@ -220,7 +220,7 @@ def test_spec_hashes_differ_exactly_when_specs_differ() -> None:
 def test_torchvision_spec_matches_weights_transforms(name: str) -> None:
     import torchvision.models
 
-    from nexara.backbones import _TORCHVISION
+    from nexara.backbones.torchvision_models import _TORCHVISION
 
     tv = _TORCHVISION[name]
     transforms = getattr(torchvision.models, tv.weights_enum)[tv.weights_member].transforms()
