@@ -65,9 +65,9 @@ def main() -> None:
     cfg.features.motion = args.motion  # the plain loop computes CNN features only: compare like with like
     import pyarrow.parquet as pq
 
+    from cluster.runtime import init_ray
     from training.features import extract_features
     from training.manifest import build_manifest, entries_from_csv, write_manifest
-    from training.runtime import init_ray
 
     csv_path = Path(args.shared) / "data" / "surveillance-fight" / "clips.csv"
     with tempfile.TemporaryDirectory() as tmp:

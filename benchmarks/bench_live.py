@@ -417,8 +417,9 @@ def main() -> None:
     import httpx
     from ray import serve
 
+    from cluster.runtime import init_ray
     from nexara.config import load_config
-    from serve.builder import init_ray, run_local
+    from serve.builder import run_local
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -431,7 +432,7 @@ def main() -> None:
     base = load_config(args.config)
     token = secrets.token_hex(16)
     os.environ[base.serve.token_env] = token
-    init_ray(base)
+    init_ray(base.ray, log_to_driver=False)
     port = _free_port()  # one HTTP proxy for every app of this run
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "settings": {
         "window_s": base.windows.window_s, "stride_s": base.windows.stride_s,

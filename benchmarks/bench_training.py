@@ -37,10 +37,10 @@ def main() -> None:
     import ray
     import torch
 
+    from cluster.runtime import init_ray
     from training.ensemble import member_input, train_final
     from training.loop import train_member
     from training.pipeline import load_training_data
-    from training.runtime import init_ray
 
     cfg = load_config(args.config)
     inputs, y, _, _ = load_training_data(Path(args.features), cfg)

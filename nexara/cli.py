@@ -185,8 +185,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise NexaraError("no inputs: give video files or directories holding videos")
     if len(inputs) >= args.ray_threshold:
+        from cluster.runtime import ray_session
         from training.batch_predict import predict_with_ray
-        from training.runtime import ray_session
 
         with ray_session(cfg.ray):  # records stream out while the Ray instance is up
             rc = _emit_records(predict_with_ray(inputs, cfg, model_dir=args.model), args.format)
@@ -222,7 +222,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import ray
 
-    from serve.builder import init_ray, new_run_dir, run_local
+    from cluster.runtime import init_ray
+    from serve.builder import new_run_dir, run_local
     from serve.watch import ensure_token
 
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
@@ -230,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.serve.port = args.port
     _, token_path = ensure_token(cfg, run_dir)
-    init_ray(cfg)
+    init_ray(cfg.ray, log_to_driver=False)
     run_local(cfg, run_dir)
     sys.stdout.write(
         f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"

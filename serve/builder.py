@@ -121,23 +121,6 @@ def serve_config(cfg: NexaraConfig, *, config_path: str | None, run_dir: str | N
     }
 
 
-def init_ray(cfg: NexaraConfig) -> bool:
-    """Start (address local) or attach to Ray as ``cfg.ray`` says; False when Ray was already up."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"address": cfg.ray.address, "log_to_driver": False}
-    if cfg.ray.address == "local":
-        kwargs.update(
-            num_cpus=cfg.ray.num_cpus,
-            object_store_memory=cfg.ray.object_store_memory_mb * 1024 * 1024,
-            include_dashboard=cfg.ray.include_dashboard,
-        )
-    ray.init(**kwargs)
-    return True
-
-
 def run_local(cfg: NexaraConfig, run_dir: str | Path, *, blocking: bool = False) -> Any:
     """Start Serve's HTTP proxy on ``serve.host:port`` and run the app on the connected Ray instance."""
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})

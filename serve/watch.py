@@ -100,7 +100,8 @@ def watch(
     from actors.event_log import EventRecord
     from actors.sinks import ConsoleSink
     from actors.stream_actor import get_or_create_manager
-    from serve.builder import init_ray, run_local
+    from cluster.runtime import init_ray
+    from serve.builder import run_local
 
     if not cameras:
         raise ValueError("nothing to watch: give sources on the command line or cameras: in the config")
@@ -109,7 +110,7 @@ def watch(
     if token_path:
         out.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
     out.flush()
-    started_ray = init_ray(cfg)
+    started_ray = init_ray(cfg.ray, log_to_driver=False)
     rc = 0
     manager = None
     try:

@@ -439,7 +439,7 @@ def extract_features(
     )
     extracted = frames = 0
     if todo:
-        from training.runtime import ray_session
+        from cluster.runtime import ray_session
 
         with ray_session(cfg.ray):  # only when there is work: a rerun that skips everything stays instant
             extracted, frames = _run_pipeline(todo, out_dir, cfg, spec, key, errors)

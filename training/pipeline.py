@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cluster.runtime import ray_session
 from nexara.config import NexaraConfig
 from training.ensemble import (
     CVResult,
@@ -18,7 +19,6 @@ from training.ensemble import (
     write_cv_report,
 )
 from training.features import StoreKey, effective_spec, load_features
-from training.runtime import ray_session
 
 log = logging.getLogger(__name__)
 
