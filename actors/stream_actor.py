@@ -33,7 +33,7 @@ class StreamActor:
 
     def __init__(self, camera: dict[str, Any], settings: dict[str, Any], run_dir: str, app_name: str) -> None:
         from nexara.config import CameraConfig, NexaraConfig
-        from nexara.ensemble import DEFAULT_MODEL_DIR
+        from nexara.voting import DEFAULT_MODEL_DIR
         from nexara.model_manifest import read_manifest
 
         logging.basicConfig(level=logging.INFO)

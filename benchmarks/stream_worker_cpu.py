@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.sources import SourceConfig
 from actors.stream import LiveModel, SourceWorker, WindowSettings
-from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 from nexara.predict import verdicts
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nexara.backbones import Backbone, create_backbone
-from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 from nexara.errors import MediaError, ModelError, NexaraError
 
 log = logging.getLogger(__name__)

@@ -63,7 +63,7 @@ class BackboneDeployment:
         import torch
 
         from nexara.backbones import create_backbone
-        from nexara.ensemble import DEFAULT_MODEL_DIR
+        from nexara.voting import DEFAULT_MODEL_DIR
         from nexara.model_manifest import read_manifest
 
         torch.set_num_threads(torch_threads)
@@ -164,7 +164,7 @@ class VotingEnsembleDeployment:
     def __init__(self, model_dir: str | None = None, *, vote: str = "manifest", vote_k: int | None = None) -> None:
         import torch
 
-        from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+        from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 
         torch.set_num_threads(1)
         self.model = EnsembleModel(Path(model_dir) if model_dir else DEFAULT_MODEL_DIR, vote=vote, vote_k=vote_k)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from nexara.config import NexaraConfig
-from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 from training.features import build_pipeline
 
 

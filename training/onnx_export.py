@@ -60,7 +60,7 @@ def parity(module: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
 
 def export_heads(model_dir: Path, out_dir: Path, *, frames: int, tol: float = 1e-4) -> dict[str, float]:
     """Every member of a model folder -> ``out_dir/<member>.onnx``; returns the parity error per member."""
-    from nexara.ensemble import EnsembleModel
+    from nexara.voting import EnsembleModel
 
     model = EnsembleModel(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nexara.ensemble import DEFAULT_MODEL_DIR
+from nexara.voting import DEFAULT_MODEL_DIR
 from nexara.model_manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ class _Model:
         import torch
 
         from nexara.backbones import create_backbone
-        from nexara.ensemble import DEFAULT_MODEL_DIR, EnsembleModel
+        from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 
         torch.set_num_threads(1)
         self.model = EnsembleModel(DEFAULT_MODEL_DIR)

@@ -10,7 +10,7 @@ import torch
 
 from nexara.backbones import get_spec
 from nexara.config import parse_config
-from nexara.ensemble import EnsembleModel
+from nexara.voting import EnsembleModel
 from nexara.model_manifest import read_manifest
 from training.ensemble import cross_validate, export_model, train_final, write_cv_report
 

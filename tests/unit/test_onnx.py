@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from nexara.ensemble import DEFAULT_MODEL_DIR
+from nexara.voting import DEFAULT_MODEL_DIR
 from nexara.model_manifest import read_manifest
 from training.onnx_export import export_backbone, export_heads
 

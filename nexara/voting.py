@@ -1,4 +1,5 @@
-"""The voting ensemble: temporal heads from a model manifest scoring (N, T, D) frame features.
+"""The voting ensemble: temporal heads from a model manifest scoring (N, T, D) frame features, combined
+by the manifest's vote (soft, majority or k of n), weights, temperature and threshold.
 
 Shared by ``nexara predict``, the training exporter's self-check and the Serve ensemble deployment.
 """
