@@ -7,17 +7,57 @@ on CPU or one GPU. A member trains in seconds on two CPU cores with these defaul
 
 from __future__ import annotations
 
+import ast
+import functools
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nexara.errors import UnknownModelError
-from nexara.heads import head_defaults, list_heads
-
-__all__ = ["AugmentConfig", "MemberConfig", "TrainConfig"]
+__all__ = ["AugmentConfig", "MemberConfig", "TrainConfig", "head_arguments"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HEADS_DIR = Path(__file__).resolve().parent / "heads"
+_NOT_HEAD_ARGUMENTS = frozenset({"self", "input_dim", "motion"})
+
+
+def _registered_name(cls: ast.ClassDef) -> str | None:
+    for deco in cls.decorator_list:
+        if isinstance(deco, ast.Call) and deco.args and isinstance(deco.args[0], ast.Constant):
+            func = deco.func
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if called == "register_head" and isinstance(deco.args[0].value, str):
+                return deco.args[0].value
+    return None
+
+
+def _init_arguments(cls: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> tuple[str, ...]:
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            return tuple(a.arg for a in args if a.arg not in _NOT_HEAD_ARGUMENTS)
+    for base in cls.bases:  # an inherited constructor (the recurrent heads share one)
+        if isinstance(base, ast.Name) and base.id in classes:
+            return _init_arguments(classes[base.id], classes)
+    return ()
+
+
+@functools.cache
+def head_arguments() -> dict[str, tuple[str, ...]]:
+    """Registered head name -> the keyword arguments its constructor accepts, read from the source of
+    ``nexara/heads`` instead of importing it: the heads import torch, and validating a config (``nexara
+    config validate``) must stay instant. ``tests/unit/test_training_config.py`` checks this equals what the
+    imported registry says (``nexara.heads.head_defaults``)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for path in sorted(_HEADS_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+        for cls in classes.values():
+            name = _registered_name(cls)
+            if name is not None:
+                out[name] = _init_arguments(cls, classes)
+    return dict(sorted(out.items()))
 
 
 class _Model(BaseModel):
@@ -75,10 +115,10 @@ class MemberConfig(_Model):
 
     @model_validator(mode="after")
     def _head_known(self) -> MemberConfig:
-        try:
-            accepted = head_defaults(self.head)
-        except UnknownModelError:
-            raise ValueError(f"unknown head {self.head!r}; registered heads: {', '.join(list_heads())}") from None
+        heads = head_arguments()
+        if self.head not in heads:
+            raise ValueError(f"unknown head {self.head!r}; registered heads: {', '.join(heads)}")
+        accepted = heads[self.head]
         unknown = sorted(set(self.head_kwargs) - set(accepted))
         if unknown:
             raise ValueError(
