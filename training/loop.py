@@ -38,6 +38,8 @@ __all__ = [
     "make_scheduler",
     "predict_logits",
     "predict_proba",
+    "refit_epochs",
+    "refit_settings",
     "train_member",
 ]
 
@@ -320,6 +322,20 @@ def train_member(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(cfg.seed)
         return _train(xtr, ytr, xva, yva, member, cfg, dev, on_epoch)
+
+
+def refit_epochs(best_epochs: Sequence[int]) -> int:
+    """Epochs of a refit (no validation part, so no early stopping) from the best epochs of the runs
+    that early-stopped the same member: their median, at least 3 so that one run peaking in its first
+    epochs does not leave the refit barely trained. Used for the nested refit of each CV fold and for
+    the final fits, so both train a member the same way."""
+    return max(3, int(np.median(best_epochs)))
+
+
+def refit_settings(member: MemberConfig, train: TrainConfig, epochs: int | None) -> tuple[MemberConfig, TrainConfig]:
+    """A member's settings for a refit on all of its data for exactly ``epochs`` epochs (None: the
+    training section's count)."""
+    return member.model_copy(update={"epochs": epochs}), train.model_copy(update={"early_stopping_patience": None})
 
 
 def _train(

@@ -10,15 +10,12 @@ import numpy as np
 
 from cluster.runtime import ray_session
 from nexara.config import NexaraConfig
-from training.ensemble import (
-    CVResult,
-    TrainingError,
-    cross_validate,
-    export_model,
-    train_final,
-    write_cv_report,
-)
+from training.cv import CVResult, TrainingError, cross_validate
+from training.export import export_model
 from training.features import StoreKey, effective_spec, load_features
+from training.final import train_final
+from training.loop import refit_epochs
+from training.report import write_cv_report
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ def run_train(
     with ray_session(cfg.ray):
         cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
         write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
-        epochs = {name: max(3, int(np.median(e))) for name, e in cv.best_epochs.items()}
+        epochs = {name: refit_epochs(e) for name, e in cv.best_epochs.items()}
         log.info("final epochs per member (median best epoch over folds): %s", epochs)
         trained = train_final(inputs, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
     sources = meta.column("source").to_pylist()

@@ -10,9 +10,12 @@ import torch
 
 from nexara.backbones import get_spec
 from nexara.config import parse_config
-from nexara.voting import EnsembleModel
 from nexara.model_manifest import read_manifest
-from training.ensemble import cross_validate, export_model, train_final, write_cv_report
+from nexara.voting import EnsembleModel
+from training.cv import cross_validate
+from training.export import export_model
+from training.final import train_final
+from training.report import write_cv_report
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -142,7 +145,7 @@ def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
 
 
 def test_nested_cv_needs_enough_sources(tmp_path: Path) -> None:
-    from training.ensemble import TrainingError
+    from training.cv import TrainingError
 
     x, y, groups = _synthetic(n_sources=6, per_source=4)
     with pytest.raises(TrainingError, match=r"4 inner folds need as many sources.*it has 3"):

@@ -347,3 +347,13 @@ def test_gradient_free_member_goes_through_train_member() -> None:
     assert res.state_dict["threshold"].shape != other.state_dict["threshold"].shape or not torch.equal(
         other.state_dict["threshold"], res.state_dict["threshold"]
     )
+
+
+def test_refit_epochs_and_settings_are_shared_by_cv_and_final_fits() -> None:
+    from training.loop import refit_epochs, refit_settings
+
+    assert refit_epochs([1, 1]) == 3  # a gradient-free member (one "epoch") still gets the floor
+    assert refit_epochs([5, 8, 9]) == 8
+    assert refit_epochs([4, 7]) == 5  # int() of the median 5.5
+    member, train = refit_settings(MemberConfig(name="m", head="stats"), TrainConfig(), 7)
+    assert member.epochs == 7 and train.early_stopping_patience is None

@@ -1,0 +1,130 @@
+"""The CV report: ``report.md`` (mean ± std table over folds), ``report.json`` and out-of-fold ROC, PR,
+confusion and reliability plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.cv import CVResult
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def cv_table(cv: CVResult) -> str:
+    """Markdown table: every member, the ensemble and the baseline, mean ± std over folds."""
+    cols = ("accuracy", "roc_auc", "pr_auc", "f1", "fpr", "ece")
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name in [*cv.member_names, "ensemble", "baseline"]:
+        m = cv.summary[name]["metrics"]
+        cells = [f"{m[c]['mean']:.3f} ± {m[c]['std']:.3f}" if c in m else "n/a" for c in cols]
+        label = {"baseline": "baseline: LR on mean+std+|diff|", "ensemble": "**ensemble**"}.get(name, name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_cv_report(cv: CVResult, y: np.ndarray, out_dir: Path, *, title: str) -> Path:
+    """report.md + report.json + ROC / PR / confusion / reliability PNGs in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(
+        json.dumps(
+            _jsonable(
+                {
+                    "k": cv.k,
+                    "summary": cv.summary,
+                    "folds": cv.fold_reports,
+                    "best_epochs": cv.best_epochs,
+                    "wall_s": cv.wall_s,
+                }
+            ),
+            indent=2,
+        )
+    )
+    plots = _plots(cv, y, out_dir)
+    md = [
+        f"# {title}",
+        "",
+        f"Grouped (by source) stratified {cv.k}-fold cross-validation, {len(y)} clips, wall time {cv.wall_s:.0f} s.",
+        "",
+        cv_table(cv),
+        "",
+    ]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    return out_dir / "report.md"
+
+
+def _plots(cv: CVResult, y: np.ndarray, out_dir: Path) -> list[Path]:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    series = {name: cv.oof_member_probs[:, j] for j, name in enumerate(cv.member_names)}
+    series["ensemble"] = cv.oof_ensemble_probs
+    series["baseline"] = cv.oof_baseline_probs
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, p in series.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, lw=2.5 if name == "ensemble" else 1, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.5)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC (out-of-fold)")
+    ax.legend(fontsize=7)
+    paths.append(out_dir / "roc.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, p in series.items():
+        prec, rec, _ = precision_recall_curve(y, p)
+        ax.plot(rec, prec, lw=2.5 if name == "ensemble" else 1, label=name)
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (out-of-fold)")
+    ax.legend(fontsize=7)
+    paths.append(out_dir / "pr.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    conf = np.asarray(cv.summary["ensemble"]["confusion"])
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(conf, cmap="Blues")
+    for (i, j), v in np.ndenumerate(conf):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["no fight", "fight"],
+        yticklabels=["no fight", "fight"],
+        xlabel="predicted",
+        ylabel="true",
+        title="Ensemble confusion (sum over folds)",
+    )
+    paths.append(out_dir / "confusion.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    bins = np.linspace(0, 1, 11)
+    for name in ("ensemble", "baseline"):
+        p = series[name]
+        idx = np.clip(np.digitize(p, bins) - 1, 0, 9)
+        xs = [p[idx == b].mean() for b in range(10) if (idx == b).any()]
+        ys = [y[idx == b].mean() for b in range(10) if (idx == b).any()]
+        ax.plot(xs, ys, "o-", label=name)
+    ax.plot([0, 1], [0, 1], "k:")
+    ax.set(xlabel="predicted P(fight)", ylabel="observed fight rate", title="Reliability (out-of-fold)")
+    ax.legend()
+    paths.append(out_dir / "reliability.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
