@@ -16,16 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 from nexara.heads import create_head
 from nexara.training_config import AugmentConfig, MemberConfig, TrainConfig
-from training.loop import (
-    augment_batch,
-    balanced_class_weights,
-    focal_loss,
-    lr_factor,
-    make_scheduler,
-    predict_logits,
-    predict_proba,
-    train_member,
-)
+from training.loop import predict_logits, predict_proba, train_member
+from training.recipe import augment_batch, balanced_class_weights, focal_loss, lr_factor, make_scheduler
 
 pytestmark = pytest.mark.unit
 
