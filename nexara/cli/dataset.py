@@ -1,0 +1,77 @@
+"""``nexara dataset scan`` (labelled videos -> Parquet manifest) and ``nexara features`` (Ray Data)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nexara.cli.config import load_cfg
+from nexara.errors import NexaraError
+
+
+def cmd_dataset_scan(args: argparse.Namespace) -> int:
+    from training.manifest import (
+        balance_report,
+        build_manifest,
+        entries_from_csv,
+        entries_from_dir,
+        write_manifest,
+    )
+
+    cfg = load_cfg(args)
+    ds_cfg = cfg.dataset
+    split = ds_cfg.split.model_copy(
+        update={k: v for k, v in (("folds", args.folds), ("seed", args.seed)) if v is not None}
+    )
+    ds_cfg = ds_cfg.model_copy(update={"split": split})
+    if args.csv:
+        entries = entries_from_csv(Path(args.csv), ds_cfg, root=Path(args.dir) if args.dir else None)
+    else:
+        if not args.dir:
+            raise NexaraError("dataset scan needs DIR or --csv FILE")
+        entries = entries_from_dir(Path(args.dir), ds_cfg, source_regex=args.source_regex)
+    table = build_manifest(entries, ds_cfg, timeout_s=cfg.media.read_timeout_s)
+    write_manifest(table, Path(args.out))
+    n_err = sum(e is not None for e in table.column("error").to_pylist())
+    dupes = len(entries) - table.num_rows
+    sys.stdout.write(
+        f"manifest: {args.out} ({table.num_rows} clips, {dupes} duplicate(s) dropped, {n_err} unreadable)\n"
+    )
+    sys.stdout.write(balance_report(table) + "\n")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from training.features import extract_features
+
+    cfg = load_cfg(args)
+    if args.backbone:
+        cfg.model.backbone = args.backbone
+    stats = extract_features(Path(args.manifest), Path(args.out), cfg, limit=args.limit)
+    sys.stdout.write(
+        f"features: {args.out}: {stats.extracted} extracted, {stats.skipped} already stored, "
+        f"{stats.failed} failed (see {Path(args.out) / '_errors.parquet'}); "
+        f"{stats.clips_per_s:.2f} clips/s, {stats.frames_per_s:.1f} frames/s over {stats.wall_s:.1f} s\n"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("dataset", help="dataset manifests")
+    dsub = d.add_subparsers(dest="dataset_command", required=True)
+    sc = dsub.add_parser("scan", help="folder of class sub-folders (or --csv) -> Parquet manifest")
+    sc.add_argument("dir", nargs="?", help="root with class sub-folders (or the clip root for --csv)")
+    sc.add_argument("--out", required=True, help="manifest .parquet to write")
+    sc.add_argument("--csv", help="clip,label,source CSV (clip paths relative to DIR or to the CSV)")
+    sc.add_argument("--folds", type=int, help="k grouped folds instead of train/val/test fractions")
+    sc.add_argument("--seed", type=int, help="split seed")
+    sc.add_argument("--source-regex", help="regex on file names whose group 1 names the source recording")
+    sc.set_defaults(func=cmd_dataset_scan)
+
+    f = sub.add_parser("features", help="extract backbone features for a manifest with Ray Data")
+    f.add_argument("manifest")
+    f.add_argument("--out", required=True, help="feature store folder (Parquet dataset)")
+    f.add_argument("--backbone", help="override model.backbone")
+    f.add_argument("--limit", type=int, help="only the first N clips")
+    f.set_defaults(func=cmd_features)

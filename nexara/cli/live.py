@@ -1,0 +1,100 @@
+"""``nexara serve`` (the Serve app alone, or ``serve build`` of its Serve config) and ``nexara watch``
+(the app plus stream actors on the given sources, events printed as they happen)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nexara.cli.config import load_cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = load_cfg(args)
+    if args.action == "build":
+        import yaml
+
+        from serve.builder import serve_config
+
+        text = yaml.safe_dump(serve_config(cfg, config_path=args.config, run_dir=args.run_dir), sort_keys=False)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            sys.stderr.write(f"wrote {args.out}: deploy with `serve deploy {args.out}`\n")
+        else:
+            sys.stdout.write(text)
+        return 0
+    import ray
+
+    from cluster.runtime import init_ray
+    from serve.builder import new_run_dir, run_local
+    from serve.watch import ensure_token
+
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.port is not None:
+        cfg.serve.port = args.port
+    _, token_path = ensure_token(cfg, run_dir)
+    init_ray(cfg.ray, log_to_driver=False)
+    run_local(cfg, run_dir)
+    sys.stdout.write(
+        f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"
+    )
+    if token_path:
+        sys.stdout.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from serve.builder import new_run_dir
+    from serve.watch import cameras_from_sources, watch
+
+    cfg = load_cfg(args)
+    if args.port is not None:
+        cfg.serve.port = args.port
+    try:
+        cameras = (
+            cameras_from_sources(args.sources, grid=args.grid, pacing=args.pacing, loop=args.loop)
+            if args.sources
+            else list(cfg.cameras)
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"nexara: error: {exc}\n")
+        return 2
+    for src in args.sources:
+        if "://" not in src and not Path(src).exists():
+            sys.stderr.write(f"nexara: error: source not found: {src}\n")
+            return 2
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return watch(cfg, cameras, run_dir=run_dir, out=sys.stdout, duration_s=args.duration)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sv = sub.add_parser("serve", help="run the Serve app locally, or `serve build` its Serve config")
+    sv.add_argument("action", nargs="?", choices=["run", "build"], default="run")
+    sv.add_argument("--out", help="build: write the Serve config here (default stdout)")
+    sv.add_argument("--run-dir", help="folder for the event log and clips")
+    sv.add_argument("--port", type=int, help="override serve.port")
+    sv.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("watch", help="live detection on files, URLs or screen recordings; events as they happen")
+    w.add_argument("sources", nargs="*", help="files or URLs (default: cameras: in the config)")
+    w.add_argument("--grid", help="RxC (e.g. 2x2) or auto: each source is a monitor wall")
+    w.add_argument(
+        "--pacing", choices=["realtime", "fast"], default="realtime", help="files: real time or as fast as possible"
+    )
+    w.add_argument("--loop", action="store_true", help="files: loop forever (stop with --duration or Ctrl-C)")
+    w.add_argument("--duration", type=float, help="stop after this many seconds")
+    w.add_argument("--run-dir", help="run folder (default: sinks.run_dir/<timestamp>)")
+    w.add_argument("--port", type=int, help="override serve.port")
+    w.set_defaults(func=cmd_watch)

@@ -1,0 +1,56 @@
+"""``nexara evaluate`` (grouped CV report) and ``nexara train`` (CV, Ray Train, model manifest)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nexara.cli.config import load_cfg
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.pipeline import run_evaluate
+    from training.report import cv_table
+
+    cfg = load_cfg(args)
+    k = args.cv or cfg.training.cv_folds
+    cv = run_evaluate(Path(args.features), Path(args.out), cfg, k=k)
+    sys.stdout.write(cv_table(cv) + "\n")
+    sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {cv.wall_s:.0f} s)\n")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import run_train
+    from training.report import cv_table
+
+    cfg = load_cfg(args)
+    if args.storage:
+        cfg.training.storage_path = args.storage
+    k = args.cv or cfg.training.cv_folds
+    version = args.version or time.strftime("%Y%m%d-%H%M%S")
+    cv, manifest = run_train(Path(args.features), Path(args.out), cfg, k=k, version=version)
+    sys.stdout.write(cv_table(cv) + "\n")
+    sys.stdout.write(
+        f"model {manifest.version}: {Path(args.out)} ({len(manifest.members)} members, threshold "
+        f"{manifest.threshold:.3f}, temperature {manifest.temperature:.2f})\n"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser("evaluate", help="grouped K-fold CV of every member, the ensemble and the baseline")
+    ev.add_argument("features", help="feature store folder from `nexara features`")
+    ev.add_argument("--cv", type=int, help="K (default training.cv_folds)")
+    ev.add_argument("--out", default="runs/evaluate", help="report folder (report.md/json + PNG plots)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="CV, then Ray Train every member on all clips, then export a model")
+    tr.add_argument("features", help="feature store folder from `nexara features`")
+    tr.add_argument("--out", required=True, help="model folder to write (manifest.json + member weights)")
+    tr.add_argument("--cv", type=int, help="K of the CV that calibrates the ensemble (default training.cv_folds)")
+    tr.add_argument("--storage", help="Ray Train storage path (local folder or cloud URI)")
+    tr.add_argument("--version", help="model version string (default: a timestamp)")
+    tr.set_defaults(func=cmd_train)
