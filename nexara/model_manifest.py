@@ -4,18 +4,26 @@ A manifest folder holds ``manifest.json`` plus one ``<member>.pt`` state_dict pe
 JSON names the members (head config, weights file and its sha256), the voting rule and weights, the
 calibration temperature, the decision threshold, confidence tiers, the backbone id with its
 preprocessing spec and hash, T, a training-data summary and the cross-validation metrics.
+
+:func:`feature_config` turns a manifest into the one record every inference path (``nexara predict``,
+batch predict on Ray Data, the Serve app, the stream actors) computes a clip's features from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nexara.errors import ModelError
+
+if TYPE_CHECKING:  # both import heavier modules (cv2, torch) than reading a manifest needs
+    from nexara.backbones.spec import PreprocessSpec
+    from nexara.motion import MotionSpec
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -40,11 +48,14 @@ class MotionEntry(_Model):
     dim: int = Field(ge=1)
 
 
+ResizePolicy = Literal["squash", "letterbox", "center_crop"]
+
+
 class PreprocessingEntry(_Model):
     size_hw: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize: Literal["squash", "letterbox", "center_crop"]
+    resize: ResizePolicy
     channels: str = "rgb"
     hash: str
 
@@ -125,3 +136,59 @@ def write_manifest(manifest: ModelManifest, folder: str | Path) -> Path:
     tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """How the inputs of a model are computed, as it was trained: ``frames_per_clip`` frames sampled
+    from a clip, resized to ``size_hw`` under ``resize`` and embedded by ``backbone`` (whose
+    preprocessing hashes to ``preprocessing_hash``); plus the motion statistics when a member reads
+    them (``motion`` is then this build's spec, already checked against the manifest's)."""
+
+    model_version: str
+    backbone: str
+    frames_per_clip: int
+    size_hw: tuple[int, int]
+    resize: ResizePolicy
+    preprocessing_hash: str
+    motion: MotionSpec | None
+
+    @property
+    def needs_motion(self) -> bool:
+        return self.motion is not None
+
+    def check_backbone(self, name: str, spec: PreprocessSpec) -> None:
+        """Fail at start-up when frames would be embedded by another backbone, or with other
+        preprocessing (the backbone's spec under the model's resize policy), than the model's."""
+        got = replace(spec, resize=self.resize).hash()
+        if name != self.backbone or got != self.preprocessing_hash:
+            raise ModelError(
+                f"model {self.model_version} expects backbone {self.backbone} with preprocessing "
+                f"{self.preprocessing_hash}, got {name} with {got}"
+            )
+
+
+def feature_config(manifest: ModelManifest) -> FeatureConfig:
+    """The :class:`FeatureConfig` of ``manifest``. Raises :class:`ModelError` when a member reads motion
+    statistics that this build computes differently (another spec hash)."""
+    motion = None
+    if any(m.input == "motion" for m in manifest.members):
+        from nexara.motion import MOTION_VERSION, MotionSpec
+
+        motion = MotionSpec()
+        if manifest.motion is None or manifest.motion.hash != motion.hash():
+            raise ModelError(
+                f"model {manifest.version} was trained on motion statistics "
+                f"{manifest.motion.hash if manifest.motion else None}, this build computes {MOTION_VERSION} "
+                f"({motion.hash()})"
+            )
+    pre = manifest.preprocessing
+    return FeatureConfig(
+        model_version=manifest.version,
+        backbone=manifest.backbone,
+        frames_per_clip=manifest.frames_per_clip,
+        size_hw=(int(pre.size_hw[0]), int(pre.size_hw[1])),
+        resize=pre.resize,
+        preprocessing_hash=pre.hash,
+        motion=motion,
+    )

@@ -1,7 +1,7 @@
 """Clip-level prediction: video -> T sampled frames -> backbone -> voting ensemble -> a JSON-able record.
 
 No Ray here: one input pays only for loading the backbone and the heads. ``training.batch_predict``
-runs many inputs through Ray Data and reuses :meth:`Predictor.record`.
+runs many inputs through Ray Data and reuses :func:`make_record`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from nexara.backbones import Backbone, create_backbone
+from nexara.errors import MediaError, NexaraError
+from nexara.model_manifest import FeatureConfig, feature_config
 from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
-from nexara.errors import MediaError, ModelError, NexaraError
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +97,15 @@ class Predictor:
         read_timeout_s: float = 10.0,
     ) -> None:
         self.model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR, device=device)
-        man = self.model.manifest
-        self.backbone: Backbone = create_backbone(man.backbone, weights=weights, device=device)
-        self.model.check_backbone(man.backbone, self._spec_hash())
-        if self.model.needs_motion:
-            from nexara.motion import MOTION_VERSION, MotionSpec
-
-            if man.motion is None or man.motion.hash != MotionSpec().hash():
-                raise ModelError(
-                    f"model {man.version} was trained on motion statistics {man.motion.hash if man.motion else None}"
-                    f", this build computes {MOTION_VERSION} ({MotionSpec().hash()})"
-                )
+        #: how this model's inputs are computed (checked against this build's motion statistics)
+        self.feature_config: FeatureConfig = feature_config(self.model.manifest)
+        self.backbone: Backbone = create_backbone(self.feature_config.backbone, weights=weights, device=device)
+        self.feature_config.check_backbone(self.backbone.name, self.backbone.spec)
         self.read_timeout_s = read_timeout_s
-
-    def _spec_hash(self) -> str:
-        from dataclasses import replace
-
-        spec = replace(self.backbone.spec, resize=self.model.manifest.preprocessing.resize)
-        return spec.hash()
 
     @property
     def frames_per_clip(self) -> int:
-        return self.model.manifest.frames_per_clip
+        return self.feature_config.frames_per_clip
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         import torch
@@ -131,17 +119,17 @@ class Predictor:
 
         name = label or (source if isinstance(source, str) else "<upload>")
         t0 = time.perf_counter()
-        spec = self.model.spec
+        fc = self.feature_config
         try:
             clip = sample_clip(
                 source,
-                num_frames=self.frames_per_clip,
-                size_hw=spec.size_hw,
-                resize=spec.resize,
+                num_frames=fc.frames_per_clip,
+                size_hw=fc.size_hw,
+                resize=fc.resize,
                 timeout_s=self.read_timeout_s,
             )
             motion = None
-            if self.model.needs_motion:
+            if fc.needs_motion:
                 from nexara.motion import clip_motion
 
                 motion = clip_motion(source, timeout_s=self.read_timeout_s)

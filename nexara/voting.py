@@ -68,14 +68,6 @@ class EnsembleModel:
         p = self.manifest.preprocessing
         return PreprocessSpec(size_hw=p.size_hw, mean=p.mean, std=p.std, resize=p.resize)
 
-    def check_backbone(self, backbone: str, spec_hash: str) -> None:
-        """Fail at start-up when features would come from another backbone or preprocessing."""
-        if backbone != self.manifest.backbone or spec_hash != self.manifest.preprocessing.hash:
-            raise ModelError(
-                f"model {self.manifest.version} expects backbone {self.manifest.backbone} with preprocessing "
-                f"{self.manifest.preprocessing.hash}, got {backbone} with {spec_hash}"
-            )
-
     @property
     def needs_motion(self) -> bool:
         return any(m.input == "motion" for m in self.manifest.members)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from nexara.config import NexaraConfig
+from nexara.model_manifest import feature_config
 from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 from training.features import build_pipeline
 
@@ -22,15 +23,16 @@ def predict_with_ray(
     from nexara.predict import make_record
 
     model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR)
-    man = model.manifest
+    fc = feature_config(model.manifest)
+    # the pipeline reads T, the backbone and the resize policy from the config: the model's, not the config's
     cfg = cfg.model_copy(deep=True)
-    cfg.model.backbone = man.backbone
-    cfg.media.frames_per_clip = man.frames_per_clip
-    cfg.media.resize = man.preprocessing.resize
+    cfg.model.backbone = fc.backbone
+    cfg.media.frames_per_clip = fc.frames_per_clip
+    cfg.media.resize = fc.resize
     items = [
         {"path": p, "content_hash": "", "label": -1, "source": "", "split": "", "duration_s": None} for p in inputs
     ]
-    ds = build_pipeline(items, cfg, model.spec, backbone=man.backbone, motion=model.needs_motion)
+    ds = build_pipeline(items, cfg, model.spec, backbone=fc.backbone, motion=fc.needs_motion)
     # records come out in input order, like the single-process path
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     t_last = time.perf_counter()
@@ -52,5 +54,5 @@ def predict_with_ray(
                 frames_used=len(feats),
                 duration_s=float(times[-1]) if len(times) else None,
                 latency_s=share,
-                motion=np.asarray(batch["motion"][i], dtype=np.float32) if model.needs_motion else None,
+                motion=np.asarray(batch["motion"][i], dtype=np.float32) if fc.needs_motion else None,
             )
