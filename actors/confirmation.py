@@ -7,7 +7,8 @@ enter threshold does not flap), ends it after ``exit_windows`` consecutive windo
 or after ``max_event_s``, and then ignores new starts for ``cooldown_s``.
 
 Times are stream seconds (the window timestamps the stream actor computes from PTS), never wall clock, so
-replaying a recording gives the same events. Pure logic: no Ray, no I/O.
+replaying a recording gives the same events. The rule's settings are the schema's
+:class:`nexara.config.ConfirmationSection` (a camera's resolved one). Pure logic: no Ray, no I/O.
 """
 
 from __future__ import annotations
@@ -15,76 +16,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from types import MappingProxyType
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from nexara.config import ConfirmationSection
+from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
 EventKind = Literal["start", "update", "end"]
 EndReason = Literal["quiet", "max_duration", "stream_end"]
-
-#: Default confidence tiers: name -> minimum peak probability. The highest threshold <= peak wins.
-DEFAULT_TIERS: Mapping[str, float] = MappingProxyType({"HIGH": 0.85, "MEDIUM": 0.65, "LOW": 0.0})
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmationConfig:
-    """Confirmation rule for one cell. ``tiers`` maps a tier name to the minimum peak probability
-    for it (the highest threshold at or below the peak wins; a peak below every threshold gets the
-    tier with the lowest threshold)."""
-
-    enter_threshold: float = 0.6
-    exit_threshold: float = 0.4
-    k: int = 3
-    n: int = 5
-    exit_windows: int = 3
-    cooldown_s: float = 10.0
-    max_event_s: float = 300.0
-    update_every_s: float = 5.0
-    tiers: Mapping[str, float] | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        for name in ("enter_threshold", "exit_threshold"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-        if not self.exit_threshold < self.enter_threshold:
-            raise ValueError(
-                f"exit_threshold ({self.exit_threshold}) must be < enter_threshold ({self.enter_threshold})"
-            )
-        for name in ("k", "n", "exit_windows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.k > self.n:
-            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
-        for name in ("cooldown_s", "update_every_s"):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not _is_number(self.max_event_s) or self.max_event_s <= 0:
-            raise ValueError(f"max_event_s must be a finite number > 0, got {self.max_event_s!r}")
-        if self.tiers is not None:
-            if not isinstance(self.tiers, Mapping) or not self.tiers:
-                raise ValueError(f"tiers must be a non-empty mapping of name -> min probability, got {self.tiers!r}")
-            for tier, threshold in self.tiers.items():
-                if not isinstance(tier, str) or not tier:
-                    raise ValueError(f"tiers: names must be non-empty strings, got {tier!r}")
-                if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
-                    raise ValueError(f"tiers[{tier!r}] must be a probability in [0, 1], got {threshold!r}")
-            # Read-only copy: the config is shared between actors and must not change under them.
-            object.__setattr__(self, "tiers", MappingProxyType(dict(self.tiers)))
-
-    def tier_for(self, peak_probability: float) -> str:
-        tiers = self.tiers if self.tiers is not None else DEFAULT_TIERS
-        ranked = sorted(tiers.items(), key=lambda item: item[1], reverse=True)
-        for name, threshold in ranked:
-            if peak_probability >= threshold:
-                return name
-        return ranked[-1][0]
-
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -142,11 +83,11 @@ class Confirmer:
     """Turns one cell's stream of window probabilities into :class:`AlertEvent` s. Not thread-safe:
     one stream actor owns one confirmer per cell."""
 
-    def __init__(self, camera_id: str, cfg: ConfirmationConfig | None = None) -> None:
+    def __init__(self, camera_id: str, cfg: ConfirmationSection | None = None) -> None:
         if not camera_id:
-            raise ValueError("camera_id must be a non-empty string")
+            raise InvalidInputError("camera_id must be a non-empty string")
         self.camera_id = camera_id
-        self.cfg = cfg if cfg is not None else ConfirmationConfig()
+        self.cfg = cfg if cfg is not None else ConfirmationSection()  # type: ignore[call-arg]
         # (window_start_s, window_end_s, probability) of the last n windows while idle.
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=self.cfg.n)
         self._incident: _Incident | None = None
@@ -168,9 +109,9 @@ class Confirmer:
     def push(self, window_start_s: float, window_end_s: float, probability: float) -> list[AlertEvent]:
         """Fold one scored window in; returns the events it causes (usually none)."""
         if not (_is_number(window_start_s) and _is_number(window_end_s)) or window_end_s < window_start_s:
-            raise ValueError(f"bad window times: start {window_start_s!r}, end {window_end_s!r}")
+            raise InvalidInputError(f"bad window times: start {window_start_s!r}, end {window_end_s!r}")
         if not _is_number(probability) or not 0.0 <= probability <= 1.0:
-            raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+            raise InvalidInputError(f"probability must be in [0, 1], got {probability!r}")
         if window_end_s < self._last_end_s:
             # A late window (retried request) must not rewind the state machine.
             self.windows_out_of_order += 1

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,7 +83,17 @@ class EventLog:
             os.write(self._fd, b"\n")
             os.fsync(self._fd)
 
-    def close(self) -> None:
+    def submit(self, event: AlertEvent | Mapping[str, Any]) -> None:
+        """The durable :class:`~actors.sinks.Sink`: :meth:`append` of the event's logged fields
+        (delivery-only fields such as ``source_id`` are not part of the record)."""
+        data = event.to_dict() if isinstance(event, AlertEvent) else dict(event)
+        self.append({k: v for k, v in data.items() if k in EventRecord.model_fields})
+
+    def stats(self) -> dict[str, int]:
+        return {"logged": len(self), "bad_lines": self.bad_lines}
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close the file (``timeout_s``: the :class:`~actors.sinks.Sink` signature; writes never wait)."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)

@@ -62,7 +62,8 @@ _RETRY_STATUS = frozenset({408, 429})
 
 
 class Sink(Protocol):
-    """What the stream actor calls on every sink."""
+    """The one protocol of every alert sink: the event log (:class:`actors.event_log.EventLog`, the
+    first and durable one), the webhook and the console. ``submit`` must not block the stream."""
 
     def submit(self, event: Mapping[str, Any] | AlertEvent) -> None: ...
 

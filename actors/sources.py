@@ -36,16 +36,18 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import av
 import av.container
 import av.video.stream
 import numpy as np
+from pydantic import Field
 
-from nexara.errors import EmptyVideoError, MediaError, SourceUnreachableError
+from nexara.config import ResolvedCamera, SourceSettings, expand_env
+from nexara.errors import EmptyVideoError, InvalidInputError, MediaError, SourceUnreachableError
 from nexara.media import (
     DecodeStats,
     FpsSampler,
@@ -63,7 +65,6 @@ logger = logging.getLogger(__name__)
 Pacing = Literal["realtime", "fast"]
 StreamState = Literal["connecting", "streaming", "backoff", "ended", "failed"]
 
-_PACINGS: frozenset[str] = frozenset(get_args(Pacing))
 # A paced source more than this behind its schedule (slow consumer) is re-anchored instead of bursting.
 _MAX_PACING_LAG_S = 1.0
 # Decoded frames over which input_fps is measured.
@@ -72,12 +73,12 @@ _FPS_WINDOW = 32
 
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    """Where a camera's video comes from and how to keep reading it.
+class SourceConfig(SourceSettings):
+    """Where a camera's video comes from and how to keep reading it: the schema's source settings
+    (:class:`nexara.config.SourceSettings`, with its rules) plus what the reader takes from elsewhere.
 
     ``url``: a file path, any URL FFmpeg opens (``rtsp://``, ``http(s)://``, an HLS playlist...) or,
     with ``format``, a device (e.g. ``":0.0"`` with ``format="x11grab"``, ``"/dev/video0"`` with
@@ -90,52 +91,18 @@ class SourceConfig:
     None = forever. ``backoff_*`` / ``jitter``: see :class:`Backoff`.
     """
 
-    url: str
-    pacing: Pacing = "realtime"
-    loop: bool = False
-    format: str | None = None
-    options: Mapping[str, str] = field(default_factory=dict)
-    read_timeout_s: float = 10.0
-    reconnect: bool | None = None
-    max_reconnects: int | None = None
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    jitter: float = 0.5
+    read_timeout_s: float = Field(10.0, gt=0, le=600)
+    jitter: float = Field(0.5, ge=0, le=1)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.url, str) or not self.url.strip():
-            raise ValueError(f"url must be a non-empty string (a path, a URL or a device), got {self.url!r}")
-        if self.pacing not in _PACINGS:
-            raise ValueError(f"pacing must be one of {sorted(_PACINGS)}, got {self.pacing!r}")
-        if not isinstance(self.loop, bool):
-            raise ValueError(f"loop must be True or False, got {self.loop!r}")
-        if self.format is not None and (not isinstance(self.format, str) or not self.format.strip()):
-            raise ValueError(
-                f"format must be an FFmpeg input format name (e.g. 'x11grab') or None, got {self.format!r}"
-            )
-        if not isinstance(self.options, Mapping):
-            raise ValueError(f"options must be a mapping of str to str, got {type(self.options).__name__}")
-        bad = {k: v for k, v in self.options.items() if not isinstance(k, str) or not isinstance(v, str)}
-        if bad:
-            raise ValueError(f"options must map str to str (FFmpeg options), got {bad!r}")
-        object.__setattr__(self, "options", dict(self.options))  # a private, picklable copy
-        if self.loop and (self.is_url or self.format is not None):
-            raise ValueError(f"loop=True needs a local file, not {source_label(self.url)!r} (URLs reconnect instead)")
-        _positive("read_timeout_s", self.read_timeout_s)
-        if self.reconnect is not None and not isinstance(self.reconnect, bool):
-            raise ValueError(f"reconnect must be True, False or None (automatic), got {self.reconnect!r}")
-        if self.max_reconnects is not None and (
-            isinstance(self.max_reconnects, bool) or not isinstance(self.max_reconnects, int) or self.max_reconnects < 0
-        ):
-            raise ValueError(f"max_reconnects must be an int >= 0 or None (forever), got {self.max_reconnects!r}")
-        _positive("backoff_initial_s", self.backoff_initial_s)
-        _positive("backoff_max_s", self.backoff_max_s)
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError(
-                f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"
-            )
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
-            raise ValueError(f"jitter must be a fraction in [0, 1], got {self.jitter!r}")
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url=url, **kw)
+
+    @classmethod
+    def from_camera(cls, camera: ResolvedCamera) -> SourceConfig:
+        """The reader's view of a resolved camera (``${ENV}`` in the URL expanded)."""
+        fields = camera.camera.model_dump(include=set(SourceSettings.model_fields))
+        fields["url"] = expand_env(fields["url"])
+        return cls(**fields, read_timeout_s=camera.read_timeout_s)
 
     @property
     def is_url(self) -> bool:
@@ -170,9 +137,9 @@ class Backoff:
         _positive("initial_s", initial_s)
         _positive("max_s", max_s)
         if max_s < initial_s:
-            raise ValueError(f"max_s ({max_s}) must be >= initial_s ({initial_s})")
+            raise InvalidInputError(f"max_s ({max_s}) must be >= initial_s ({initial_s})")
         if not 0 <= jitter <= 1:
-            raise ValueError(f"jitter must be a fraction in [0, 1], got {jitter!r}")
+            raise InvalidInputError(f"jitter must be a fraction in [0, 1], got {jitter!r}")
         self.initial_s = float(initial_s)
         self.max_s = float(max_s)
         self.jitter = float(jitter)

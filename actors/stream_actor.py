@@ -12,14 +12,17 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
 
+from actors.records import SourceStatus
 from actors.stream import LiveModel, worker_from_config
-from nexara.errors import CameraError
+from nexara.config import ResolvedCamera
+from nexara.errors import CameraError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +32,18 @@ MANAGER_NAME = "nexara-camera-manager"
 
 @ray.remote
 class StreamActor:
-    """Runs one source. ``settings`` is a ``NexaraConfig`` dump; ``camera`` a ``CameraConfig`` dump."""
+    """Runs one source, given the camera resolved by the config schema."""
 
-    def __init__(self, camera: dict[str, Any], settings: dict[str, Any], run_dir: str, app_name: str) -> None:
-        from nexara.config import CameraConfig, NexaraConfig
-        from nexara.voting import DEFAULT_MODEL_DIR
+    def __init__(self, camera: ResolvedCamera, run_dir: str, app_name: str) -> None:
         from nexara.model_manifest import read_manifest
+        from nexara.voting import DEFAULT_MODEL_DIR
 
         logging.basicConfig(level=logging.INFO)
-        self.cfg = NexaraConfig.model_validate(settings)
-        self.camera = CameraConfig.model_validate(camera)
-        model_dir = self.cfg.serve.model_dir or str(DEFAULT_MODEL_DIR)
-        self.model = LiveModel.from_manifest(read_manifest(model_dir))
+        self.camera = camera
+        self.model = LiveModel.from_manifest(read_manifest(camera.model_dir or str(DEFAULT_MODEL_DIR)))
         self._backbone = serve.get_deployment_handle("Backbone", app_name=app_name)
         self._ensemble = serve.get_deployment_handle("VotingEnsemble", app_name=app_name)
-        self.worker = worker_from_config(
-            self.camera, self.cfg, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote
-        )
+        self.worker = worker_from_config(camera, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote)
 
     async def _embed(self, frames: Any) -> Any:
         return await self._backbone.remote(frames)
@@ -53,7 +51,7 @@ class StreamActor:
     async def _vote(self, feats: Any, motion: Any) -> dict[str, Any]:
         return await self._ensemble.remote(feats, motion)
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self) -> SourceStatus:
         self.worker.start(asyncio.get_running_loop())
         self._metrics_task = asyncio.create_task(self._publish_metrics())
         return self.worker.status()
@@ -70,7 +68,7 @@ class StreamActor:
                 return
             await asyncio.sleep(every_s)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> SourceStatus:
         return self.worker.status()
 
     async def wait(self, timeout_s: float | None = None) -> bool:
@@ -79,7 +77,7 @@ class StreamActor:
     async def recent_events(self) -> list[dict[str, Any]]:
         return list(self.worker.recent_events)
 
-    async def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
+    async def stop(self, timeout_s: float = 30.0) -> SourceStatus:
         self.worker.stop()
         await self.worker.wait(timeout_s)
         await asyncio.get_running_loop().run_in_executor(None, self.worker.close, 10.0)
@@ -94,7 +92,6 @@ class CameraManager:
         from nexara.config import NexaraConfig
 
         self.cfg = NexaraConfig.model_validate(settings)
-        self.settings = settings
         self.run_dir = str(Path(run_dir).resolve())
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         self.app_name = app_name
@@ -110,17 +107,19 @@ class CameraManager:
             "cameras": sorted(self.actors),
         }
 
-    async def add(self, camera: dict[str, Any]) -> dict[str, Any]:
+    async def add(self, camera: dict[str, Any]) -> SourceStatus:
         from pydantic import ValidationError
 
-        from nexara.config import CameraConfig
+        from nexara.config import CameraConfig, error_key
 
         try:
             cam = CameraConfig.model_validate(camera)
+            resolved = self.cfg.resolve_camera(cam)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "camera"
-            raise CameraError("invalid_camera", f"{where}: {first['msg']}") from None
+            where, msg = error_key(exc.errors()[0])
+            raise CameraError("invalid_camera", f"{where or 'camera'}: {msg}") from None
+        except ConfigError as exc:
+            raise CameraError("invalid_camera", str(exc)) from None
         if "://" not in cam.url and cam.format is None and not Path(cam.url).exists():
             raise CameraError("source_not_found", f"camera {cam.id}: source file not found: {cam.url}")
         async with self._lock:
@@ -128,7 +127,7 @@ class CameraManager:
                 raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")
             actor = StreamActor.options(  # type: ignore[attr-defined]
                 num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
-            ).remote(cam.model_dump(mode="json"), self.settings, self.run_dir, self.app_name)
+            ).remote(resolved, self.run_dir, self.app_name)
             timeout = self.cfg.serve.camera_start_timeout_s
             try:
                 status = await asyncio.wait_for(actor.start.remote(), timeout)
@@ -151,7 +150,7 @@ class CameraManager:
             self.configs[cam.id] = cam.model_dump(mode="json")
             return status
 
-    async def remove(self, camera_id: str) -> dict[str, Any]:
+    async def remove(self, camera_id: str) -> SourceStatus:
         async with self._lock:
             actor = self.actors.pop(camera_id, None)
             self.configs.pop(camera_id, None)
@@ -163,17 +162,18 @@ class CameraManager:
             ray.kill(actor)
         return status
 
-    async def status(self, camera_id: str) -> dict[str, Any]:
+    async def status(self, camera_id: str) -> SourceStatus:
+        """The source of ``camera_id`` (a source id or a wall cell id), with that source's config."""
         actor = self.actors.get(camera_id)
         if actor is None:
             for sid, a in self.actors.items():  # a cell id of a monitor wall
                 st = await a.status.remote()
-                if any(c["camera_id"] == camera_id for c in st["cells"]):
-                    return {**st, "config": self.configs.get(sid)}
+                if st.cell(camera_id) is not None:
+                    return replace(st, config=self.configs.get(sid))
             raise CameraError("camera_not_found", f"no camera {camera_id}")
-        return {**(await actor.status.remote()), "config": self.configs.get(camera_id)}
+        return replace(await actor.status.remote(), config=self.configs.get(camera_id))
 
-    async def cameras(self) -> list[dict[str, Any]]:
+    async def cameras(self) -> list[SourceStatus]:
         ids = sorted(self.actors)
         statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids))
         return list(statuses)
@@ -183,7 +183,7 @@ class CameraManager:
         results = await asyncio.gather(*(a.wait.remote(timeout_s) for a in self.actors.values()))
         return all(results)
 
-    async def stop_all(self) -> list[dict[str, Any]]:
+    async def stop_all(self) -> list[SourceStatus]:
         ids = list(self.actors)
         out = []
         for i in ids:
@@ -206,7 +206,7 @@ def get_manager(app_name: str) -> Any:
 
 
 class LiveMetrics:
-    """Publishes a stream worker's :meth:`~actors.stream.SourceWorker.status` as Ray metrics (counters
+    """Publishes a stream worker's :class:`~actors.records.SourceStatus` as Ray metrics (counters
     advance by the difference since the last update)."""
 
     def __init__(self, source_id: str) -> None:
@@ -233,33 +233,31 @@ class LiveMetrics:
             return
         self._metrics[name].set(float(value), tags={"source": self.source_id, "camera": camera})
 
-    def update(self, status: dict[str, Any], now_unix_s: float | None = None) -> None:
+    def update(self, status: SourceStatus, now_unix_s: float | None = None) -> None:
         from actors.live_metrics import METRICS, SOURCE_METRICS
 
         now = time.time() if now_unix_s is None else now_unix_s
-        started = status.get("started_unix_s")
-        for cell in status.get("cells", []):
-            cam = str(cell["camera_id"])
+        started = status.started_unix_s
+        for cell in status.cells:
+            cam = cell.camera_id
             for name, kind, _, field in METRICS:
                 if not field:
                     continue
-                value = cell.get(field)
-                if isinstance(value, bool):
-                    value = float(value)
+                value = getattr(cell, field)
                 if kind == "counter":
                     self._count(name, cam, float(value or 0))
                 else:
                     self._gauge(name, cam, None if value is None else float(value))
-            self._gauge("nexara_signal_ok", cam, 1.0 if cell.get("signal") == "ok" else 0.0)
-            if started is not None and cell.get("last_window_end_s") is not None:
-                self._gauge("nexara_verdict_lag_seconds", cam, now - started - float(cell["last_window_end_s"]))
+            self._gauge("nexara_signal_ok", cam, 1.0 if cell.signal == "ok" else 0.0)
+            if started is not None and cell.last_window_end_s is not None:
+                self._gauge("nexara_verdict_lag_seconds", cam, now - started - cell.last_window_end_s)
         src = self.source_id
         for name, kind, _, field in SOURCE_METRICS:
             if not field:
                 continue
-            value = status.get(field)
+            value = getattr(status, field)
             if kind == "counter":
                 self._count(name, src, float(value or 0))
             else:
                 self._gauge(name, src, None if value is None else float(value))
-        self._gauge("nexara_source_streaming", src, 1.0 if status.get("state") == "streaming" else 0.0)
+        self._gauge("nexara_source_streaming", src, 1.0 if status.state == "streaming" else 0.0)

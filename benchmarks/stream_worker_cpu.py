@@ -19,9 +19,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.sources import SourceConfig
-from actors.stream import LiveModel, SourceWorker, WindowSettings
-from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
+from actors.stream import LiveModel, SourceWorker
+from nexara.config import WindowsConfig
 from nexara.predict import verdicts
+from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
         model=LiveModel.from_manifest(model.manifest),
         embed=embed,
         vote=vote,
-        windows=WindowSettings(alert_stride_s=1.0),
+        windows=WindowsConfig(alert_stride_s=1.0),
     )
 
     async def run() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(run())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    st = worker.status()
+    st = worker.status().to_dict()
     print(
         f"{st['stream_time_s']:.1f} s of stream, {st['cells'][0]['windows_scored']} windows: {cpu:.1f} s CPU, "
         f"{wall:.1f} s wall -> {cpu / st['stream_time_s']:.3f} CPU s per stream s"

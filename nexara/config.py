@@ -2,13 +2,22 @@
 
 Every model forbids unknown keys and documents each field with its bounds. Errors name the key path and
 the line in the YAML file. ``${ENV}`` substitution is allowed only in fields marked as secrets or URLs.
+
+The schema is the only truth: every cross-field rule that runtime code would otherwise check is a
+validator here, so ``nexara config validate`` refuses what a stream actor would refuse. Live code never
+receives this whole tree: :meth:`NexaraConfig.resolve_camera` builds one frozen :class:`ResolvedCamera`
+per source (the global ``windows`` and ``confirmation`` sections merged with the camera's overrides and
+validated again).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -23,8 +32,39 @@ ENV_VAR = "NEXARA_CONFIG"
 ResizePolicy = Literal["squash", "letterbox", "center_crop"]
 
 
+#: Confidence tiers of a clip verdict: P(decided class) >= value; LOW below every tier.
+CONFIDENCE_TIERS: Mapping[str, float] = MappingProxyType({"HIGH": 0.85, "MEDIUM": 0.65})
+#: Alert tiers by peak probability: the highest threshold at or below the peak wins.
+ALERT_TIERS: Mapping[str, float] = MappingProxyType({**CONFIDENCE_TIERS, "LOW": 0.0})
+
+
+class RuleError(ValueError):
+    """A cross-field rule broken at ``key`` (a dotted path relative to the model that raised it), so the
+    error names that key and its line rather than the whole section."""
+
+    def __init__(self, key: str | tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.key: tuple[str | int, ...] = tuple(key.split(".")) if isinstance(key, str) else key
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Frozen(BaseModel):
+    """Sections handed to the live path as they are: shared by threads and actors, so never changed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_tiers(tiers: Mapping[str, float]) -> None:
+    if not tiers:
+        raise RuleError("tiers", "tiers must name at least one tier")
+    for name, value in tiers.items():
+        if not name:
+            raise RuleError("tiers", "tier names must be non-empty")
+        if not 0.0 <= value <= 1.0:
+            raise RuleError(("tiers", name), f"tiers: {name} must be a probability in [0, 1], got {value!r}")
 
 
 class MediaConfig(_Model):
@@ -194,7 +234,7 @@ class TrainingSection(_Model):
     )
     target_fpr: float = Field(0.05, gt=0, lt=1, description="False-positive-rate budget for threshold_mode fpr.")
     tiers: dict[str, float] = Field(
-        default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65},
+        default_factory=lambda: dict(CONFIDENCE_TIERS),
         description="Confidence tiers: P(decided class) >= value; LOW below every tier.",
     )
     storage_path: str = Field(
@@ -220,7 +260,7 @@ class TrainingSection(_Model):
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class GridConfig(_Model):
+class GridConfig(_Frozen):
     """How one source is split into cells (a monitor wall). 1x1 = a plain camera."""
 
     mode: Literal["fixed", "auto"] = Field(
@@ -240,11 +280,31 @@ class GridConfig(_Model):
         2.0, gt=0, le=3600, description="A cell black or frozen this long is reported as no signal and not scored."
     )
 
+    @property
+    def cell_count(self) -> int | None:
+        """Cells this grid makes; None while they are detected from the frames (mode auto)."""
+        if self.boxes:
+            return len(self.boxes)
+        return None if self.mode == "auto" else self.rows * self.cols
 
-class CameraConfig(_Model):
-    """One source: a camera URL, a file, or a screen recording of a monitor wall."""
+    @model_validator(mode="after")
+    def _check(self) -> GridConfig:
+        for i, (x, y, w, h) in enumerate(self.boxes or ()):
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise RuleError(("boxes", i), f"box {i} ({x}, {y}, {w}, {h}) needs x, y >= 0 and w, h >= 1")
+        if self.cell_ids is not None:
+            for i, cid in enumerate(self.cell_ids):
+                if not re.match(_ID_RE, cid):
+                    raise RuleError(("cell_ids", i), f"cell id {cid!r}: letters, digits, '_', '.', '-'")
+            count = self.cell_count
+            if count is not None and len(self.cell_ids) != count:
+                raise RuleError("cell_ids", f"{len(self.cell_ids)} cell ids for {count} cells")
+        return self
 
-    id: str = Field(pattern=_ID_RE, description="Camera (or wall) id: letters, digits, '_', '.', '-'.")
+
+class SourceSettings(_Frozen):
+    """Where a source's video comes from and how to keep reading it (the reader's part of a camera)."""
+
     url: str = Field(min_length=1, description="File path, any URL PyAV opens (rtsp/http/hls), or a capture device.")
     pacing: Literal["realtime", "fast"] = Field(
         "realtime", description="Files: realtime paces frames at their timestamps; fast reads as fast as possible."
@@ -262,10 +322,29 @@ class CameraConfig(_Model):
         0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s."
     )
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest reconnect delay (full jitter below it).")
-    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _check_source(self) -> SourceSettings:
+        if not self.url.strip():
+            raise RuleError("url", "url must be a path, a URL or a device, not blank")
+        if self.format is not None and not self.format.strip():
+            raise RuleError("format", "format must be an FFmpeg input format name (e.g. 'x11grab') or unset")
+        if self.loop:
+            from nexara.media import source_label, url_scheme  # only when looping: keeps validation light
+
+            if self.format is not None or url_scheme(self.url) is not None:
+                raise RuleError(
+                    "loop", f"loop needs a local file, not {source_label(self.url)!r} (URLs reconnect instead)"
+                )
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise RuleError(
+                "backoff_max_s",
+                f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})",
+            )
+        return self
 
 
-class WindowsConfig(_Model):
+class WindowsConfig(_Frozen):
     """How live streams are cut into scored windows."""
 
     window_s: float = Field(
@@ -295,11 +374,13 @@ class WindowsConfig(_Model):
     @model_validator(mode="after")
     def _check(self) -> WindowsConfig:
         if self.alert_stride_s > self.stride_s:
-            raise ValueError(f"alert_stride_s ({self.alert_stride_s}) must be <= stride_s ({self.stride_s})")
+            raise RuleError(
+                "alert_stride_s", f"alert_stride_s ({self.alert_stride_s}) must be <= stride_s ({self.stride_s})"
+            )
         return self
 
 
-class ConfirmationSection(_Model):
+class ConfirmationSection(_Frozen):
     """Temporal confirmation per cell (k of n windows to start, hysteresis to end)."""
 
     enter_threshold: float = Field(0.6, ge=0, le=1, description="Window probability counting toward a start.")
@@ -311,19 +392,79 @@ class ConfirmationSection(_Model):
     max_event_s: float = Field(300.0, gt=0, le=86_400, description="An alert longer than this is ended.")
     update_every_s: float = Field(5.0, ge=0, le=86_400, description="Seconds between update events of an alert.")
     tiers: dict[str, float] = Field(
-        default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65, "LOW": 0.0},
+        default_factory=lambda: dict(ALERT_TIERS),
         description="Alert tier by peak probability: the highest threshold at or below the peak wins.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> ConfirmationSection:
         if not self.exit_threshold < self.enter_threshold:
-            raise ValueError(
-                f"exit_threshold ({self.exit_threshold}) must be < enter_threshold ({self.enter_threshold})"
+            raise RuleError(
+                "exit_threshold",
+                f"exit_threshold ({self.exit_threshold}) must be < enter_threshold ({self.enter_threshold})",
             )
         if self.k > self.n:
-            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
+            raise RuleError("k", f"k ({self.k}) must be <= n ({self.n})")
+        _check_tiers(self.tiers)
         return self
+
+    def tier_for(self, peak_probability: float) -> str:
+        """The tier of an alert peaking at ``peak_probability`` (below every threshold: the lowest tier)."""
+        ranked = sorted(self.tiers.items(), key=lambda item: item[1], reverse=True)
+        for name, threshold in ranked:
+            if peak_probability >= threshold:
+                return name
+        return ranked[-1][0]
+
+
+class CameraConfig(SourceSettings):
+    """One source: a camera URL, a file, or a screen recording of a monitor wall. ``windows`` and
+    ``confirmation`` override keys of the global sections for this source (and its cells) only."""
+
+    id: str = Field(pattern=_ID_RE, description="Camera (or wall) id: letters, digits, '_', '.', '-'.")
+    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+    windows: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the global `windows` section overridden for this camera."
+    )
+    confirmation: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the global `confirmation` section overridden for this camera."
+    )
+
+
+def _override(section: BaseModel, override: Mapping[str, Any], key: tuple[str | int, ...]) -> Any:
+    """``section`` with ``override`` applied, validated as a whole (cross-field rules included)."""
+    if not override:
+        return section
+    try:
+        return type(section).model_validate({**section.model_dump(), **override})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise RuleError((*key, *_error_loc(err)), _error_msg(err)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCamera:
+    """Everything one source's live path reads, resolved from the schema: the camera, its effective
+    ``windows`` and ``confirmation`` (global merged with the camera's overrides), and the global settings
+    it needs. Built by :meth:`NexaraConfig.resolve_camera`; frozen, picklable, no dicts of the config."""
+
+    camera: CameraConfig
+    windows: WindowsConfig
+    confirmation: ConfirmationSection
+    read_timeout_s: float
+    sinks: SinksSection
+    model_dir: str | None
+
+    @property
+    def id(self) -> str:
+        return self.camera.id
+
+    @property
+    def evidence_lag_s(self) -> float:
+        """How far back evidence packets are kept: the reader runs ahead of the verdicts by up to the
+        queued + in-flight windows, and an alert is confirmed up to n windows after its start."""
+        w = self.windows
+        return w.window_s + (w.max_queued + w.max_in_flight + self.confirmation.n) * w.stride_s + 10.0
 
 
 class BatchConfig(_Model):
@@ -394,7 +535,7 @@ class ServeSection(_Model):
     ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
 
 
-class WebhookConfig(_Model):
+class WebhookConfig(_Frozen):
     url: str = Field(description="Receiver URL (http/https; ${ENV} allowed).")
     secret_env: str | None = Field(None, description="Environment variable holding the HMAC-SHA256 secret.")
     timeout_s: float = Field(5.0, gt=0, le=600)
@@ -403,7 +544,7 @@ class WebhookConfig(_Model):
     backoff_max_s: float = Field(30.0, gt=0, le=86_400)
 
 
-class SinksSection(_Model):
+class SinksSection(_Frozen):
     """Where alerts go. The event log is always written first (durable), then the others."""
 
     run_dir: str = Field("runs/live", description="Folder of live runs; each run gets a timestamped subfolder.")
@@ -431,12 +572,37 @@ class NexaraConfig(_Model):
     sinks: SinksSection = Field(default_factory=SinksSection)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
-    def _unique_cameras(self) -> NexaraConfig:
+    def _check_cameras(self) -> NexaraConfig:
         ids = [c.id for c in self.cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"camera ids must be unique, repeated: {dupes}")
+        for i, cam in enumerate(self.cameras):  # a camera's overrides must give valid sections too
+            _override(self.windows, cam.windows, ("cameras", i, "windows"))
+            _override(self.confirmation, cam.confirmation, ("cameras", i, "confirmation"))
         return self
+
+    def resolve_camera(self, camera: str | CameraConfig) -> ResolvedCamera:
+        """What the live path of ``camera`` (one of ``cameras`` by id, or a camera added at run time)
+        receives: global sections merged with its overrides, validated again."""
+        if isinstance(camera, str):
+            found = [c for c in self.cameras if c.id == camera]
+            if not found:
+                raise ConfigError(f"no camera {camera!r} in the config")
+            camera = found[0]
+        try:
+            windows = _override(self.windows, camera.windows, ("windows",))
+            confirmation = _override(self.confirmation, camera.confirmation, ("confirmation",))
+        except RuleError as exc:
+            raise ConfigError(f"camera {camera.id}: {'.'.join(map(str, exc.key))}: {exc}") from None
+        return ResolvedCamera(
+            camera=camera,
+            windows=windows,
+            confirmation=confirmation,
+            read_timeout_s=self.media.read_timeout_s,
+            sinks=self.sinks,
+            model_dir=self.serve.model_dir,
+        )
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -475,6 +641,25 @@ def _strip_lines(obj: Any, path: tuple[str, ...], table: dict[tuple[str, ...], i
     return obj
 
 
+def _error_loc(err: Any) -> tuple[str | int, ...]:
+    """The key an error is about: its location, plus the key a :class:`RuleError` names."""
+    loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    return (*loc, *cause.key) if isinstance(cause, RuleError) else loc
+
+
+def _error_msg(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    cause = (err.get("ctx") or {}).get("error")
+    return str(cause) if isinstance(cause, RuleError) else str(err["msg"])
+
+
+def error_key(err: Any) -> tuple[str, str]:
+    """(dotted key, message) of one pydantic error of this schema."""
+    return ".".join(str(p) for p in _error_loc(err)), _error_msg(err)
+
+
 def _line_for(loc: tuple[Any, ...], table: dict[tuple[str, ...], int]) -> int | None:
     parts = tuple(str(p) for p in loc)
     while parts:
@@ -503,13 +688,11 @@ def parse_config(text: str, *, source: str = "<string>") -> NexaraConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            line = _line_for(err["loc"], table)
+            loc = _error_loc(err)
+            key = ".".join(str(p) for p in loc) or "<root>"
+            line = _line_for(loc, table)
             at = f" (line {line})" if line else ""
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            problems.append(f"{key}{at}: {msg}")
+            problems.append(f"{key}{at}: {_error_msg(err)}")
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from None
 
 

@@ -63,8 +63,8 @@ class BackboneDeployment:
         import torch
 
         from nexara.backbones import create_backbone
-        from nexara.voting import DEFAULT_MODEL_DIR
         from nexara.model_manifest import read_manifest
+        from nexara.voting import DEFAULT_MODEL_DIR
 
         torch.set_num_threads(torch_threads)
         self.manifest = read_manifest(Path(model_dir) if model_dir else DEFAULT_MODEL_DIR)

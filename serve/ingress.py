@@ -163,7 +163,7 @@ class Ingress:
     @api.get("/v1/cameras")
     async def list_cameras(self, request: Request) -> dict[str, Any]:
         self._auth(request)
-        return {"cameras": await self.manager.cameras.remote()}
+        return {"cameras": [st.to_dict() for st in await self.manager.cameras.remote()]}
 
     @api.post("/v1/cameras", status_code=201)
     async def add_camera(self, request: Request) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class Ingress:
         if not isinstance(camera, dict):
             raise ApiError("invalid_camera", "the body must be a JSON object with at least id and url")
         try:
-            return await self.manager.add.remote(camera)
+            return (await self.manager.add.remote(camera)).to_dict()
         except Exception as exc:
             raise _camera_error(exc) from None
 
@@ -183,7 +183,7 @@ class Ingress:
     async def camera_status(self, camera_id: str, request: Request) -> dict[str, Any]:
         self._auth(request)
         try:
-            return await self.manager.status.remote(camera_id)
+            return (await self.manager.status.remote(camera_id)).to_dict()
         except Exception as exc:
             raise _camera_error(exc) from None
 
@@ -191,7 +191,7 @@ class Ingress:
     async def remove_camera(self, camera_id: str, request: Request) -> dict[str, Any]:
         self._auth(request)
         try:
-            return await self.manager.remove.remote(camera_id)
+            return (await self.manager.remove.remote(camera_id)).to_dict()
         except Exception as exc:
             raise _camera_error(exc) from None
 

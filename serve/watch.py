@@ -9,9 +9,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from nexara.config import CameraConfig, GridConfig, NexaraConfig
+
+if TYPE_CHECKING:
+    from actors.records import SourceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +70,21 @@ def ensure_token(cfg: NexaraConfig, run_dir: Path) -> tuple[str, Path | None]:
     return token, path
 
 
-def _summary(statuses: list[dict[str, Any]]) -> str:
+def _summary(statuses: list[SourceStatus]) -> str:
     head = f"{'camera':<28} {'state':<10} {'fps':>6} {'scored':>7} {'dropped':>7} {'no-sig':>6} {'alerts':>6} {'last p':>7}"  # noqa: E501
     lines = [head, "-" * len(head)]
     for st in statuses:
-        for c in st["cells"]:
-            last = "-" if c["last_score"] is None else f"{c['last_score']:.3f}"
-            fps = "-" if c["fps_analysed"] is None else f"{c['fps_analysed']:.1f}"
+        for c in st.cells:
+            last = "-" if c.last_score is None else f"{c.last_score:.3f}"
+            fps = "-" if c.fps_analysed is None else f"{c.fps_analysed:.1f}"
             lines.append(
-                f"{c['camera_id']:<28} {st['state']:<10} {fps:>6} {c['windows_scored']:>7} {c['windows_dropped']:>7} "
-                f"{c['windows_no_signal']:>6} {c['alerts']:>6} {last:>7}"
+                f"{c.camera_id:<28} {st.state:<10} {fps:>6} {c.windows_scored:>7} {c.windows_dropped:>7} "
+                f"{c.windows_no_signal:>6} {c.alerts:>6} {last:>7}"
             )
-        if not st["cells"]:
-            lines.append(f"{st['source_id']:<28} {st['state']:<10} {'-':>6} (no frames: {st.get('error')})")
-        if st.get("reconnects"):
-            lines.append(f"  {st['source_id']}: {st['reconnects']} reconnect(s)")
+        if not st.cells:
+            lines.append(f"{st.source_id:<28} {st.state:<10} {'-':>6} (no frames: {st.error})")
+        if st.reconnects:
+            lines.append(f"  {st.source_id}: {st.reconnects} reconnect(s)")
     return "\n".join(lines)
 
 
@@ -161,7 +164,7 @@ def watch(
         statuses = ray.get(manager.stop_all.remote())
         drain()
         out.write("\n" + _summary(statuses) + "\n")
-        if any(st["state"] == "failed" for st in statuses):
+        if any(st.state == "failed" for st in statuses):
             rc = 1
         out.write(f"event log: {log_path}\nrun folder: {run_dir}\n")
         out.flush()

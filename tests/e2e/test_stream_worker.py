@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from actors.compose import compose_wall_video, concat_clips
-from actors.confirmation import ConfirmationConfig
 from actors.event_log import EventLog
 from actors.grid import GridSpec
 from actors.recorder import ClipRecorder
+from actors.records import Verdict, WindowResult
 from actors.sources import SourceConfig
-from actors.stream import LiveModel, SourceWorker, WindowSettings
+from actors.stream import LiveModel, SourceWorker
+from nexara.config import ConfirmationSection as ConfirmationConfig
+from nexara.config import WindowsConfig as WindowSettings
 
 NORMALS = ["nofi108.mp4", "nofi092.mp4", "nofi150.mp4", "nofi068.mp4"]
 FIGHT = "fi003.mp4"
@@ -80,7 +82,7 @@ def _run(worker: SourceWorker, timeout_s: float = 400) -> dict[str, Any]:
         worker.start()
         assert await worker.wait(timeout_s), worker.status()
         await asyncio.get_running_loop().run_in_executor(None, worker.close, 5.0)
-        return worker.status()
+        return worker.status().to_dict()
 
     return asyncio.run(main())
 
@@ -126,14 +128,14 @@ def test_adaptive_sampling_scores_more_often_while_a_cell_is_hot(model: _Model, 
         "cam", SourceConfig(url=path, pacing="fast"), model=model.live, embed=model.embed, vote=model.vote,
         confirmation=CONFIRM,
     )  # fmt: skip
-    orig = worker._finish_window
+    orig = worker.alerts.receive
 
-    def spy(index: int, seq: int, result: Any, start_s: float, end_s: float) -> None:
-        if isinstance(result, dict):
-            seen.append((end_s, result["violence_probability"]))
-        orig(index, seq, result, start_s, end_s)
+    def spy(result: WindowResult) -> bool | None:
+        if isinstance(result, Verdict):
+            seen.append((result.end_s, result.probability))
+        return orig(result)
 
-    worker._finish_window = spy  # type: ignore[method-assign]
+    worker.alerts.receive = spy  # type: ignore[method-assign]
     _run(worker)
     ends = np.array(sorted(e for e, _ in seen))
     hops = np.diff(ends)

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from actors.confirmation import AlertEvent, ConfirmationConfig, Confirmer
+from actors.confirmation import AlertEvent, Confirmer
+from nexara.config import ConfirmationSection as ConfirmationConfig
 
 pytestmark = pytest.mark.unit
 
