@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.confirmation import AlertEvent
+from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class EventLog:
         line = (record.model_dump_json() + "\n").encode("utf-8")
         with self._lock:
             if self._fd < 0:
-                raise ValueError(f"event log {self.path} is closed")
+                raise InvalidInputError(f"event log {self.path} is closed")
             if record.key in self._keys:
                 logger.debug("event %s/%s/%d already logged; skipped", *record.key)
                 return False
@@ -140,9 +141,9 @@ class EventLog:
         """Events in log order, filtered by camera and by ``at_s`` (stream seconds of the event:
         ``since_s <= at_s < until_s``), then paginated by ``offset`` and ``limit``."""
         if offset < 0:
-            raise ValueError(f"offset must be >= 0, got {offset}")
+            raise InvalidInputError(f"offset must be >= 0, got {offset}")
         if not 0 <= limit <= MAX_READ_LIMIT:
-            raise ValueError(f"limit must be in [0, {MAX_READ_LIMIT}], got {limit}")
+            raise InvalidInputError(f"limit must be in [0, {MAX_READ_LIMIT}], got {limit}")
         out: list[EventRecord] = []
         skipped = 0
         for record in self._scan():

@@ -23,6 +23,8 @@ from typing import Literal
 
 import numpy as np
 
+from nexara.errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
 CellSignal = Literal["ok", "black", "frozen"]
@@ -56,22 +58,22 @@ class GridSpec:
         for name in ("rows", "cols"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.margin_px, bool) or not isinstance(self.margin_px, int) or self.margin_px < 0:
-            raise ValueError(f"margin_px must be an integer >= 0, got {self.margin_px!r}")
+            raise InvalidInputError(f"margin_px must be an integer >= 0, got {self.margin_px!r}")
 
     def cell_boxes(self, width: int, height: int) -> list[CellBox]:
         """Row-major boxes. Without margin they tile the frame exactly (edges at round(i * size / n));
         ``margin_px`` insets every cell on all four sides (trims borders and bezels)."""
         if width < 1 or height < 1:
-            raise ValueError(f"frame size must be positive, got {width}x{height}")
+            raise InvalidInputError(f"frame size must be positive, got {width}x{height}")
         xs = _even_edges(width, self.cols)
         ys = _even_edges(height, self.rows)
         m = self.margin_px
         smallest_w = min(b - a for a, b in itertools.pairwise(xs))
         smallest_h = min(b - a for a, b in itertools.pairwise(ys))
         if smallest_w - 2 * m < 1 or smallest_h - 2 * m < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"margin_px={m} leaves no pixels in a {smallest_w}x{smallest_h} cell "
                 f"({self.rows}x{self.cols} grid on {width}x{height})"
             )
@@ -84,7 +86,7 @@ class GridSpec:
 
 def _even_edges(size: int, parts: int) -> list[int]:
     if parts > size:
-        raise ValueError(f"cannot split {size} px into {parts} parts")
+        raise InvalidInputError(f"cannot split {size} px into {parts} parts")
     return [round(i * size / parts) for i in range(parts + 1)]
 
 
@@ -99,7 +101,7 @@ def split_frame(rgb: np.ndarray, boxes: Sequence[CellBox]) -> list[np.ndarray]:
     out = []
     for b in boxes:
         if not (0 <= b.x0 < b.x1 <= w and 0 <= b.y0 < b.y1 <= h):
-            raise ValueError(f"box {b} does not fit a {w}x{h} frame")
+            raise InvalidInputError(f"box {b} does not fit a {w}x{h} frame")
         out.append(rgb[b.y0 : b.y1, b.x0 : b.x1])
     return out
 
@@ -135,19 +137,19 @@ def compose_wall(
     """Tile same-sized RGB frames row-major into a wall with ``border_px`` separator lines between
     cells and around the edge. Missing cells (fewer frames than rows*cols) stay border-coloured."""
     if rows < 1 or cols < 1:
-        raise ValueError(f"rows and cols must be >= 1, got {rows}x{cols}")
+        raise InvalidInputError(f"rows and cols must be >= 1, got {rows}x{cols}")
     if border_px < 0:
-        raise ValueError(f"border_px must be >= 0, got {border_px}")
+        raise InvalidInputError(f"border_px must be >= 0, got {border_px}")
     if not frames_by_cell:
-        raise ValueError("compose_wall needs at least one frame")
+        raise InvalidInputError("compose_wall needs at least one frame")
     if len(frames_by_cell) > rows * cols:
-        raise ValueError(f"{len(frames_by_cell)} frames do not fit a {rows}x{cols} wall")
+        raise InvalidInputError(f"{len(frames_by_cell)} frames do not fit a {rows}x{cols} wall")
     shape = frames_by_cell[0].shape
     if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"frames must be HxWx3 RGB, got shape {shape}")
+        raise InvalidInputError(f"frames must be HxWx3 RGB, got shape {shape}")
     for i, frame in enumerate(frames_by_cell):
         if frame.shape != shape:
-            raise ValueError(f"frame {i} has shape {frame.shape}, expected {shape} (resize cells first)")
+            raise InvalidInputError(f"frame {i} has shape {frame.shape}, expected {shape} (resize cells first)")
     cell_h, cell_w = shape[:2]
     wall = np.empty((rows * cell_h + (rows + 1) * border_px, cols * cell_w + (cols + 1) * border_px, 3), dtype=np.uint8)
     wall[:] = np.asarray(border_rgb, dtype=np.uint8)
@@ -161,7 +163,7 @@ def compose_wall(
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"frames must be HxWx3 RGB, got shape {rgb.shape}")
+        raise InvalidInputError(f"frames must be HxWx3 RGB, got shape {rgb.shape}")
     f = rgb.astype(np.float32)
     return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
 
@@ -241,12 +243,12 @@ def detect_grid(
     boxes (:func:`grid_shape` gives rows x cols); one box over the whole active area (or the whole
     frame) when no grid is found."""
     if not frames:
-        raise ValueError("detect_grid needs at least one frame")
+        raise InvalidInputError("detect_grid needs at least one frame")
     if max_rows < 1 or max_cols < 1:
-        raise ValueError(f"max_rows and max_cols must be >= 1, got {max_rows}, {max_cols}")
+        raise InvalidInputError(f"max_rows and max_cols must be >= 1, got {max_rows}, {max_cols}")
     shape = frames[0].shape
     if any(f.shape != shape for f in frames):
-        raise ValueError("all frames must have the same shape")
+        raise InvalidInputError("all frames must have the same shape")
     lumas = np.stack([_luma(f) for f in frames])  # (T, H, W)
     h, w = lumas.shape[1:]
     col_mask = _separator_profile(lumas, axis=0, tol=uniform_tol, min_fraction=min_uniform_fraction, drift=max_drift)
@@ -273,7 +275,7 @@ def cell_signal(
     black but never frozen."""
     frames = list(cells_over_time)
     if not frames:
-        raise ValueError("cell_signal needs at least one frame")
+        raise InvalidInputError("cell_signal needs at least one frame")
     if max(float(_luma(f).mean()) for f in frames) < black_max_luma:
         return "black"
     if len(frames) >= 2:

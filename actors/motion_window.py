@@ -20,6 +20,7 @@ from collections import deque
 
 import numpy as np
 
+from nexara.errors import InvalidInputError
 from nexara.media import resize_frame
 from nexara.motion import MOTION_DIM, MotionSpec, motion_from_flows, pair_flow, pool_gray
 
@@ -41,9 +42,9 @@ def to_gray(rgb: np.ndarray, spec: MotionSpec) -> np.ndarray:
 
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {got}")
+        raise InvalidInputError(f"expected an (H, W, 3) uint8 RGB frame, got {got}")
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ValueError(f"expected a non-empty (H, W, 3) RGB frame, got shape {rgb.shape}")
+        raise InvalidInputError(f"expected a non-empty (H, W, 3) RGB frame, got shape {rgb.shape}")
     squashed = resize_frame(rgb, spec.size_hw, "squash")
     return cv2.cvtColor(squashed, cv2.COLOR_RGB2GRAY)
 
@@ -60,7 +61,7 @@ class MotionBuffer:
         if not isinstance(spec, MotionSpec):
             raise TypeError(f"spec must be a MotionSpec, got {type(spec).__name__}")
         if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
-            raise ValueError(f"max_frames must be an int >= 2 (a window needs two frames), got {max_frames!r}")
+            raise InvalidInputError(f"max_frames must be an int >= 2 (a window needs two frames), got {max_frames!r}")
         self.spec = spec
         self.max_frames = max_frames
         self._times: deque[float] = deque(maxlen=max_frames)
@@ -93,12 +94,12 @@ class MotionBuffer:
         h, w = self.spec.size_hw
         if not isinstance(gray, np.ndarray) or gray.shape != (h, w) or gray.dtype != np.uint8:
             got = f"{gray.dtype} {gray.shape}" if isinstance(gray, np.ndarray) else type(gray).__name__
-            raise ValueError(f"expected a ({h}, {w}) uint8 gray frame (spec.size_hw; see to_gray), got {got}")
+            raise InvalidInputError(f"expected a ({h}, {w}) uint8 gray frame (spec.size_hw; see to_gray), got {got}")
         t = float(time_s)
         if not math.isfinite(t):
-            raise ValueError(f"time_s must be finite, got {time_s!r}")
+            raise InvalidInputError(f"time_s must be finite, got {time_s!r}")
         if self._times and t < self._times[-1]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"time_s {t:.6f} is before the previous frame's {self._times[-1]:.6f}; reset() after a discontinuity"
             )
         gray = np.array(gray, order="C", copy=True)  # the caller may reuse its array
@@ -118,9 +119,11 @@ class MotionBuffer:
             return np.zeros(MOTION_DIM, dtype=np.float32)
         n = len(self) if n_frames is None else n_frames
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n_frames must be an int >= 1 or None, got {n_frames!r}")
+            raise InvalidInputError(f"n_frames must be an int >= 1 or None, got {n_frames!r}")
         if n > len(self):
-            raise ValueError(f"n_frames={n} but only {len(self)} frame(s) are buffered (max_frames={self.max_frames})")
+            raise InvalidInputError(
+                f"n_frames={n} but only {len(self)} frame(s) are buffered (max_frames={self.max_frames})"
+            )
         if n < 2:
             return np.zeros(MOTION_DIM, dtype=np.float32)
         times = np.asarray(self._times, dtype=np.float64)[-n:]

@@ -45,6 +45,8 @@ import av.container
 import av.stream
 import av.video.stream
 
+from nexara.errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClipRecorder", "safe_clip_name"]
@@ -64,7 +66,7 @@ def safe_clip_name(event_id: str) -> str:
     """A file-name-safe stem for ``event_id``: unsafe characters become ``_``; when anything had to
     change, a short hash of the original is appended so different ids never share a file."""
     if not isinstance(event_id, str) or not event_id.strip():
-        raise ValueError(f"event_id must be a non-empty string, got {event_id!r}")
+        raise InvalidInputError(f"event_id must be a non-empty string, got {event_id!r}")
     stem = _SAFE.sub("_", event_id).strip("._") or "event"
     stem = stem[:120]
     if stem != event_id:
@@ -131,11 +133,11 @@ class ClipRecorder:
     ) -> None:
         for name, value in (("pre_s", pre_s), ("post_s", post_s), ("margin_s", margin_s)):
             if not _finite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
         if container not in _FORMATS:
-            raise ValueError(f"container must be one of {sorted(_FORMATS)}, got {container!r}")
+            raise InvalidInputError(f"container must be one of {sorted(_FORMATS)}, got {container!r}")
         if isinstance(max_buffer_packets, bool) or not isinstance(max_buffer_packets, int) or max_buffer_packets < 2:
-            raise ValueError(f"max_buffer_packets must be an integer >= 2, got {max_buffer_packets!r}")
+            raise InvalidInputError(f"max_buffer_packets must be an integer >= 2, got {max_buffer_packets!r}")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.pre_s = float(pre_s)
@@ -164,7 +166,7 @@ class ClipRecorder:
         """A (re)connect: pending clips that the old connection's packets cover are written now
         with what it had; the buffer is emptied; ``stream`` (open) becomes the codec template."""
         if getattr(stream, "type", None) != "video":
-            raise ValueError(f"start_stream needs an av video stream, got {stream!r}")
+            raise InvalidInputError(f"start_stream needs an av video stream, got {stream!r}")
         with self._lock:
             self._check_open()
             if self._gops:
@@ -183,7 +185,7 @@ class ClipRecorder:
         if not isinstance(packet, av.Packet):
             raise TypeError(f"push needs an av.Packet, got {type(packet).__name__}")
         if not _finite(time_s):
-            raise ValueError(f"time_s must be a finite number of seconds, got {time_s!r}")
+            raise InvalidInputError(f"time_s must be a finite number of seconds, got {time_s!r}")
         with self._lock:
             self._check_open()
             conn = self._conn
@@ -192,7 +194,7 @@ class ClipRecorder:
             if packet.size == 0:
                 return  # demuxer flush packet: no data
             if packet.stream_index != conn.stream_index:
-                raise ValueError(
+                raise InvalidInputError(
                     f"packet of stream #{packet.stream_index} pushed; the recorder follows stream #{conn.stream_index}"
                 )
             decode_s = float(time_s)
@@ -244,7 +246,7 @@ class ClipRecorder:
         it will be written to. Asking again for the same event returns the same path (a failed
         clip is retried)."""
         if not _finite(start_s):
-            raise ValueError(f"start_s must be a finite number of seconds, got {start_s!r}")
+            raise InvalidInputError(f"start_s must be a finite number of seconds, got {start_s!r}")
         stem = safe_clip_name(event_id)
         with self._lock:
             self._check_open()

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.confirmation import AlertEvent
+from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +91,11 @@ def idempotency_key(event: Mapping[str, Any] | AlertEvent) -> str:
     kind = data.get("kind")
     seq = data.get("seq")
     if not isinstance(event_id, str) or not event_id:
-        raise ValueError(f"event needs a non-empty string 'event_id', got {event_id!r}")
+        raise InvalidInputError(f"event needs a non-empty string 'event_id', got {event_id!r}")
     if not isinstance(kind, str) or not kind:
-        raise ValueError(f"event {event_id!r} needs a non-empty string 'kind', got {kind!r}")
+        raise InvalidInputError(f"event {event_id!r} needs a non-empty string 'kind', got {kind!r}")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise ValueError(f"event {event_id!r} needs an integer 'seq' >= 0, got {seq!r}")
+        raise InvalidInputError(f"event {event_id!r} needs an integer 'seq' >= 0, got {seq!r}")
     return f"{event_id}:{kind}:{seq}"
 
 
@@ -102,7 +103,7 @@ def _secret_bytes(secret: str | bytes) -> bytes:
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     if not isinstance(secret, bytes) or not secret:
-        raise ValueError("webhook secret must be a non-empty str or bytes")
+        raise InvalidInputError("webhook secret must be a non-empty str or bytes")
     return secret
 
 
@@ -192,24 +193,26 @@ class WebhookSink:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str):
-            raise ValueError(f"webhook url must be a string, got {type(url).__name__}")
+            raise InvalidInputError(f"webhook url must be a string, got {type(url).__name__}")
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"webhook url must be http:// or https:// with a host, got {url!r}")
+            raise InvalidInputError(f"webhook url must be http:// or https:// with a host, got {url!r}")
         for name, value in (("timeout_s", timeout_s), ("backoff_max_s", backoff_max_s)):
             if not _is_number(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+                raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
         if not _is_number(backoff_initial_s) or backoff_initial_s < 0:
-            raise ValueError(f"backoff_initial_s must be a finite number >= 0, got {backoff_initial_s!r}")
+            raise InvalidInputError(f"backoff_initial_s must be a finite number >= 0, got {backoff_initial_s!r}")
         if backoff_initial_s > backoff_max_s:
-            raise ValueError(f"backoff_initial_s ({backoff_initial_s}) must be <= backoff_max_s ({backoff_max_s})")
+            raise InvalidInputError(
+                f"backoff_initial_s ({backoff_initial_s}) must be <= backoff_max_s ({backoff_max_s})"
+            )
         for name, count in (("max_attempts", max_attempts), ("queue_size", queue_size)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
+                raise InvalidInputError(f"{name} must be an integer >= 1, got {count!r}")
         extra = dict(headers or {})
         for k, v in extra.items():
             if not isinstance(k, str) or not isinstance(v, str):
-                raise ValueError(f"headers must map str to str, got {k!r}: {v!r}")
+                raise InvalidInputError(f"headers must map str to str, got {k!r}: {v!r}")
 
         self.url = url
         self.timeout_s = float(timeout_s)
@@ -247,7 +250,7 @@ class WebhookSink:
         try:
             body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"event {key} is not JSON-serialisable: {exc}") from exc
+            raise InvalidInputError(f"event {key} is not JSON-serialisable: {exc}") from exc
         item = _Item(event=data, body=body, key=key)
         with self._lock:
             self._counts["submitted"] += 1
@@ -276,7 +279,7 @@ class WebhookSink:
         """Stop accepting events, keep delivering the queue for up to ``timeout_s``, then
         dead-letter whatever is still undelivered. Idempotent."""
         if not _is_number(timeout_s) or timeout_s < 0:
-            raise ValueError(f"timeout_s must be a finite number >= 0, got {timeout_s!r}")
+            raise InvalidInputError(f"timeout_s must be a finite number >= 0, got {timeout_s!r}")
         with self._lock:
             first = self._accepting
             self._accepting = False
@@ -485,7 +488,7 @@ class ConsoleSink:
             at_s = float(data["at_s"])
             tier = str(data["tier"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"event {key} lacks a field the console needs: {exc!r}") from exc
+            raise InvalidInputError(f"event {key} lacks a field the console needs: {exc!r}") from exc
         wall = data.get("logged_unix_s")
         wall_s = float(wall) if isinstance(wall, (int, float)) else time.time()
         stamp = datetime.fromtimestamp(wall_s).astimezone().isoformat(timespec="seconds")
