@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nexara import motion
 from nexara.errors import NotAVideoError
 from nexara.motion import (
     MOTION_DIM,
@@ -26,6 +25,7 @@ from nexara.motion import (
     motion_feature_names,
     motion_from_gray,
 )
+from nexara.motion import clips as motion_clips
 
 TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
@@ -233,7 +233,7 @@ def test_chunking_does_not_change_features(monkeypatch: pytest.MonkeyPatch) -> N
     frames = _gray_scene(30, 2.0)
     times = np.arange(len(frames)) / 10.0
     whole = motion_from_gray(frames, times)
-    monkeypatch.setattr(motion, "_CHUNK", 4)
+    monkeypatch.setattr(motion_clips, "_CHUNK", 4)
     np.testing.assert_allclose(motion_from_gray(frames, times), whole, rtol=1e-5, atol=1e-6)
 
 

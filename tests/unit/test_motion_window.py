@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from actors.motion_window import MotionBuffer, to_gray
-from nexara import motion
 from nexara.media import iter_frames, resize_frame
 from nexara.motion import MOTION_DIM, MotionSpec, motion_from_flows, motion_from_gray, pair_flow, pool_gray
+from nexara.motion import clips as motion_clips
 
 TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
@@ -75,7 +75,7 @@ def test_windows_equal_motion_from_gray_across_chunks(
     synthetic: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # windows longer than motion_from_gray's chunk of pairs: both process the same chunks
-    monkeypatch.setattr(motion, "_CHUNK", 4)
+    monkeypatch.setattr(motion_clips, "_CHUNK", 4)
     grays, times = synthetic
     buf = MotionBuffer(SMALL, max_frames=11)
     assert _check_windows(buf, grays[:17], times[:17], window=11, stride=3) == 3
