@@ -47,8 +47,8 @@ class BackboneDeployment:
     features. Frames go to the device as uint8 and become float there (autocast on GPU).
 
     ``max_batch_size`` counts *frames* per forward pass: requests are gathered until the next one would
-    pass it, and a request larger than it is split. On CPU a small batch is fastest (Lite0 with one
-    thread here: 40-50 frames/s at 1-8 frames, 25 at 64; README "Measured here"); on a GPU raise it. A
+    pass it, and a request larger than it is split. On CPU a small batch is fastest (the batch-size
+    sweep in README "Measured here", from ``benchmarks/bench_live.py``); on a GPU raise it. A
     request split just before ``reconfigure`` lowers the size may be refused by Serve's batcher; the
     stream actors retry it."""
 
