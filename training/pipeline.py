@@ -12,7 +12,7 @@ from cluster.runtime import ray_session
 from nexara.config import NexaraConfig
 from training.cv import CVResult, TrainingError, cross_validate
 from training.export import export_model
-from training.features import StoreKey, effective_spec, load_features
+from training.feature_store import StoreKey, effective_spec, load_features
 from training.final import train_final
 from training.loop import refit_epochs
 from training.report import write_cv_report

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nexara.config import NexaraConfig, parse_config
-from training.features import ERRORS_FILE, extract_features, load_features
+from training.feature_store import ERRORS_FILE, load_features
+from training.features import extract_features
 from training.manifest import build_manifest, entries_from_csv, write_manifest
 
 
