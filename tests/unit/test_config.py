@@ -83,3 +83,74 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert show.returncode == 0 and "frames_per_clip: 16" in show.stdout
     missing = _cli("config", "validate", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+# --- one truth: what the live path would refuse, `nexara config validate` refuses first -----------------
+
+_CAMERA = "cameras:\n  - id: cam\n    url: {url}\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "url", "key"),
+    [
+        ("    loop: true\n", "rtsp://10.0.0.5/stream", "cameras.0.loop (line 4)"),
+        ("    loop: true\n    format: x11grab\n", "':0.0'", "cameras.0.loop (line 4)"),
+        ("    backoff_initial_s: 5\n    backoff_max_s: 1\n", "a.mp4", "cameras.0.backoff_max_s (line 5)"),
+        ("", "'   '", "cameras.0.url (line 3)"),
+        ("    format: ''\n", "a.mp4", "cameras.0.format (line 4)"),
+        ("    grid: {rows: 2, cols: 2, cell_ids: [a, b]}\n", "a.mp4", "cameras.0.grid.cell_ids (line 4)"),
+        ("    grid:\n      boxes: [[0, 0, 0, 10]]\n", "a.mp4", "cameras.0.grid.boxes.0 (line 5)"),
+        ("    grid:\n      cell_ids: ['bad id']\n", "a.mp4", "cameras.0.grid.cell_ids.0 (line 5)"),
+        ("    confirmation:\n      k: 5\n", "a.mp4", "cameras.0.confirmation.k (line 5)"),
+        ("    confirmation:\n      tiers: {}\n", "a.mp4", "cameras.0.confirmation.tiers (line 5)"),
+        ("    windows:\n      alert_stride_s: 2\n", "a.mp4", "cameras.0.windows.alert_stride_s (line 5)"),
+        ("    windows:\n      stride: 2\n", "a.mp4", "cameras.0.windows.stride (line 5)"),
+    ],
+)
+def test_validate_refuses_a_camera_the_actor_would_refuse(extra: str, url: str, key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(_CAMERA.format(url=url) + extra, source="cams.yaml")
+    assert key in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("confirmation:\n  enter_threshold: 0.5\n  exit_threshold: 0.5\n", "confirmation.exit_threshold (line 3)"),
+        ("confirmation:\n  tiers: {HIGH: 1.5}\n", "confirmation.tiers.HIGH (line 2)"),
+        ("windows:\n  stride_s: 0.4\n", "windows.alert_stride_s (line 1)"),  # unset key: its section's line
+    ],
+)
+def test_live_section_rules_name_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    assert key in str(e.value), str(e.value)
+
+
+def test_resolved_camera_merges_overrides_and_is_what_the_actor_reads() -> None:
+    from actors.sources import SourceConfig
+
+    cfg = parse_config(
+        "media: {read_timeout_s: 3}\nconfirmation: {k: 2, n: 3}\n"
+        "cameras:\n  - id: cam\n    url: rtsp://h/s\n    confirmation: {k: 3, n: 5}\n    windows: {stride_s: 2}\n"
+        "  - id: other\n    url: b.mp4\n"
+    )
+    cam = cfg.resolve_camera("cam")
+    assert (cam.confirmation.k, cam.confirmation.n, cam.windows.stride_s) == (3, 5, 2.0)
+    assert cam.confirmation.tiers == {"HIGH": 0.85, "MEDIUM": 0.65, "LOW": 0.0}
+    other = cfg.resolve_camera("other")
+    assert (other.confirmation.k, other.confirmation.n, other.windows.stride_s) == (2, 3, 1.0)
+    source = SourceConfig.from_camera(cam)
+    assert source.url == "rtsp://h/s" and source.read_timeout_s == 3.0 and source.should_reconnect
+    with pytest.raises(Exception, match="frozen"):
+        cam.windows.stride_s = 5.0  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="no camera"):
+        cfg.resolve_camera("nope")
+
+
+def test_camera_added_at_run_time_is_checked_like_a_configured_one() -> None:
+    from nexara.config import CameraConfig
+
+    cam = CameraConfig(id="late", url="a.mp4", confirmation={"k": 4})
+    with pytest.raises(ConfigError, match=r"camera late: confirmation\.k: k \(4\) must be <= n \(3\)"):
+        NexaraConfig().resolve_camera(cam)
