@@ -1,0 +1,318 @@
+"""Sections of the live path: cameras (sources and monitor-wall grids), windows, confirmation, the Serve
+app and the sinks; and :class:`ResolvedCamera`, what one source's live path receives."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from nexara.config.base import (
+    ALERT_TIERS,
+    ID_PATTERN,
+    Frozen,
+    Model,
+    RuleError,
+    check_tiers,
+    error_loc,
+    error_msg,
+)
+
+
+class GridConfig(Frozen):
+    """How one source is split into cells (a monitor wall). 1x1 = a plain camera."""
+
+    mode: Literal["fixed", "auto"] = Field(
+        "fixed", description="fixed: rows x cols with margins; auto: detect the cell boxes from the first frames."
+    )
+    rows: int = Field(1, ge=1, le=16, description="Grid rows (mode fixed).")
+    cols: int = Field(1, ge=1, le=16, description="Grid columns (mode fixed).")
+    margin_px: int = Field(0, ge=0, le=200, description="Pixels trimmed inside every cell border (separator lines).")
+    boxes: list[tuple[int, int, int, int]] | None = Field(
+        None,
+        description="Explicit cell boxes (x, y, w, h) in wall pixels, row-major; written by `nexara grid detect --write`.",  # noqa: E501
+    )
+    cell_ids: list[str] | None = Field(
+        None, description="Camera id of each cell, row-major (default: <source id>-r<row>c<col>)."
+    )
+    no_signal_check_s: float = Field(
+        2.0, gt=0, le=3600, description="A cell black or frozen this long is reported as no signal and not scored."
+    )
+
+    @property
+    def cell_count(self) -> int | None:
+        """Cells this grid makes; None while they are detected from the frames (mode auto)."""
+        if self.boxes:
+            return len(self.boxes)
+        return None if self.mode == "auto" else self.rows * self.cols
+
+    @model_validator(mode="after")
+    def _check(self) -> GridConfig:
+        for i, (x, y, w, h) in enumerate(self.boxes or ()):
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise RuleError(("boxes", i), f"box {i} ({x}, {y}, {w}, {h}) needs x, y >= 0 and w, h >= 1")
+        if self.cell_ids is not None:
+            for i, cid in enumerate(self.cell_ids):
+                if not re.match(ID_PATTERN, cid):
+                    raise RuleError(("cell_ids", i), f"cell id {cid!r}: letters, digits, '_', '.', '-'")
+            count = self.cell_count
+            if count is not None and len(self.cell_ids) != count:
+                raise RuleError("cell_ids", f"{len(self.cell_ids)} cell ids for {count} cells")
+        return self
+
+
+class SourceSettings(Frozen):
+    """Where a source's video comes from and how to keep reading it (the reader's part of a camera)."""
+
+    url: str = Field(min_length=1, description="File path, any URL PyAV opens (rtsp/http/hls), or a capture device.")
+    pacing: Literal["realtime", "fast"] = Field(
+        "realtime", description="Files: realtime paces frames at their timestamps; fast reads as fast as possible."
+    )
+    loop: bool = Field(False, description="Files: start again at the end (stream time keeps increasing).")
+    format: str | None = Field(None, description="Input format for devices, e.g. x11grab for a screen capture.")
+    options: dict[str, str] = Field(default_factory=dict, description="ffmpeg/PyAV input options.")
+    reconnect: bool | None = Field(
+        None, description="Reconnect after a drop, a read timeout or the end of a URL (default: URLs yes, files no)."
+    )
+    max_reconnects: int | None = Field(
+        None, ge=0, le=1_000_000, description="Give up after this many (default: never)."
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s."
+    )
+    backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest reconnect delay (full jitter below it).")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> SourceSettings:
+        if not self.url.strip():
+            raise RuleError("url", "url must be a path, a URL or a device, not blank")
+        if self.format is not None and not self.format.strip():
+            raise RuleError("format", "format must be an FFmpeg input format name (e.g. 'x11grab') or unset")
+        if self.loop:
+            from nexara.media import source_label, url_scheme  # only when looping: keeps validation light
+
+            if self.format is not None or url_scheme(self.url) is not None:
+                raise RuleError(
+                    "loop", f"loop needs a local file, not {source_label(self.url)!r} (URLs reconnect instead)"
+                )
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise RuleError(
+                "backoff_max_s",
+                f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})",
+            )
+        return self
+
+
+class WindowsConfig(Frozen):
+    """How live streams are cut into scored windows."""
+
+    window_s: float = Field(
+        2.0, gt=0.2, le=60, description="Window length, seconds (the training clips are ~2 s long)."
+    )
+    stride_s: float = Field(1.0, gt=0, le=60, description="Hop between windows while quiet, seconds.")
+    alert_stride_s: float = Field(
+        0.5, gt=0, le=60, description="Hop while a cell's score is above pre_alert (adaptive sampling)."
+    )
+    pre_alert: float = Field(0.25, ge=0, le=1, description="Score above which a cell is sampled at alert_stride_s.")
+    max_in_flight: int = Field(2, ge=1, le=64, description="Windows of one source being scored at once.")
+    max_queued: int = Field(
+        4, ge=1, le=1024, description="Windows waiting per source; when full the OLDEST is dropped and counted."
+    )
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Seconds before a scoring request is retried.")
+    max_attempts: int = Field(
+        6, ge=1, le=100, description="Attempts per window, with backoff (a replica that dies is retried)."
+    )
+    cut_guard: bool = Field(
+        True,
+        description="Detect cuts (scene changes, loop seams, DVR camera switches) and restart the motion "
+        "statistics after them: flow across a cut looks like violent motion.",
+    )
+    cut_min_diff: float = Field(12.0, gt=0, le=255, description="Mean gray difference a cut must exceed.")
+    cut_ratio: float = Field(4.0, gt=1, le=100, description="...and this multiple of the recent median difference.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowsConfig:
+        if self.alert_stride_s > self.stride_s:
+            raise RuleError(
+                "alert_stride_s", f"alert_stride_s ({self.alert_stride_s}) must be <= stride_s ({self.stride_s})"
+            )
+        return self
+
+
+class ConfirmationSection(Frozen):
+    """Temporal confirmation per cell (k of n windows to start, hysteresis to end)."""
+
+    enter_threshold: float = Field(0.6, ge=0, le=1, description="Window probability counting toward a start.")
+    exit_threshold: float = Field(0.4, ge=0, le=1, description="Below this for exit_windows windows ends an alert.")
+    k: int = Field(2, ge=1, le=100, description="Windows at or above enter_threshold among the last n to start.")
+    n: int = Field(3, ge=1, le=100, description="Window history length for the k-of-n rule.")
+    exit_windows: int = Field(3, ge=1, le=100, description="Consecutive quiet windows that end an alert.")
+    cooldown_s: float = Field(10.0, ge=0, le=86_400, description="No new alert on a cell this long after one ends.")
+    max_event_s: float = Field(300.0, gt=0, le=86_400, description="An alert longer than this is ended.")
+    update_every_s: float = Field(5.0, ge=0, le=86_400, description="Seconds between update events of an alert.")
+    tiers: dict[str, float] = Field(
+        default_factory=lambda: dict(ALERT_TIERS),
+        description="Alert tier by peak probability: the highest threshold at or below the peak wins.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ConfirmationSection:
+        if not self.exit_threshold < self.enter_threshold:
+            raise RuleError(
+                "exit_threshold",
+                f"exit_threshold ({self.exit_threshold}) must be < enter_threshold ({self.enter_threshold})",
+            )
+        if self.k > self.n:
+            raise RuleError("k", f"k ({self.k}) must be <= n ({self.n})")
+        check_tiers(self.tiers)
+        return self
+
+    def tier_for(self, peak_probability: float) -> str:
+        """The tier of an alert peaking at ``peak_probability`` (below every threshold: the lowest tier)."""
+        ranked = sorted(self.tiers.items(), key=lambda item: item[1], reverse=True)
+        for name, threshold in ranked:
+            if peak_probability >= threshold:
+                return name
+        return ranked[-1][0]
+
+
+class CameraConfig(SourceSettings):
+    """One source: a camera URL, a file, or a screen recording of a monitor wall. ``windows`` and
+    ``confirmation`` override keys of the global sections for this source (and its cells) only."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Camera (or wall) id: letters, digits, '_', '.', '-'.")
+    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+    windows: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the global `windows` section overridden for this camera."
+    )
+    confirmation: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the global `confirmation` section overridden for this camera."
+    )
+
+
+def override_section(section: BaseModel, override: Mapping[str, Any], key: tuple[str | int, ...]) -> Any:
+    """``section`` with ``override`` applied, validated as a whole (cross-field rules included)."""
+    if not override:
+        return section
+    try:
+        return type(section).model_validate({**section.model_dump(), **override})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise RuleError((*key, *error_loc(err)), error_msg(err)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCamera:
+    """Everything one source's live path reads, resolved from the schema: the camera, its effective
+    ``windows`` and ``confirmation`` (global merged with the camera's overrides), and the global settings
+    it needs. Built by :meth:`NexaraConfig.resolve_camera`; frozen, picklable, no dicts of the config."""
+
+    camera: CameraConfig
+    windows: WindowsConfig
+    confirmation: ConfirmationSection
+    read_timeout_s: float
+    sinks: SinksSection
+    model_dir: str | None
+
+    @property
+    def id(self) -> str:
+        return self.camera.id
+
+    @property
+    def evidence_lag_s(self) -> float:
+        """How far back evidence packets are kept: the reader runs ahead of the verdicts by up to the
+        queued + in-flight windows, and an alert is confirmed up to n windows after its start."""
+        w = self.windows
+        return w.window_s + (w.max_queued + w.max_in_flight + self.confirmation.n) * w.stride_s + 10.0
+
+
+class BatchConfig(Model):
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Requests per @serve.batch call.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, le=10, description="Seconds a batch waits to fill.")
+
+
+class BackboneServeConfig(BatchConfig):
+    """The batched backbone deployment (one CNN for every camera)."""
+
+    max_batch_size: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description=(
+            "Frames per forward pass (requests are gathered up to it; a larger request is split). "
+            "8 is fastest on CPU; raise it (64-256) on a GPU."
+        ),
+    )
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per replica (fractional on small machines).")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs per replica (1 on a GPU node).")
+    torch_threads: int = Field(1, ge=1, le=256)
+    max_ongoing_requests: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="Requests a replica holds at once; times the frames per request it bounds how full a batch gets.",
+    )
+
+
+class EnsembleServeConfig(BatchConfig):
+    """The voting-ensemble deployment (the manifest's members, weights, calibration, threshold)."""
+
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.25, gt=0, le=64)
+    max_ongoing_requests: int = Field(64, ge=1, le=10_000)
+    vote: Literal["manifest", "soft", "majority", "k_of_n"] = Field(
+        "manifest", description="Voting rule; manifest = the one the model was exported with (weighted soft)."
+    )
+    vote_k: int | None = Field(None, ge=1, le=100, description="k for vote k_of_n.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EnsembleServeConfig:
+        if self.vote == "k_of_n" and self.vote_k is None:
+            raise ValueError("vote k_of_n needs vote_k")
+        return self
+
+
+class ServeSection(Model):
+    """The Ray Serve application (`nexara serve`, `nexara serve build`, `nexara watch`)."""
+
+    app_name: str = Field("nexara", pattern=ID_PATTERN)
+    route_prefix: str = Field("/", pattern=r"^/")
+    host: str = Field("127.0.0.1", description="HTTP proxy host (0.0.0.0 to listen on every interface).")
+    port: int = Field(8000, ge=0, le=65_535, description="HTTP proxy port.")
+    token_env: str = Field(
+        "NEXARA_API_TOKEN", description="Environment variable holding the bearer token every route but /healthz needs."
+    )
+    max_upload_mb: float = Field(200.0, gt=0, le=100_000, description="Largest video accepted by POST /v1/predict.")
+    model_dir: str | None = Field(None, description="Model manifest folder (default: the shipped model).")
+    ingress_num_cpus: float = Field(0.1, gt=0, le=64)
+    stream_num_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per stream actor.")
+    camera_start_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds a new camera may take to start before it is refused (503)."
+    )
+    backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
+    ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
+
+
+class WebhookConfig(Frozen):
+    url: str = Field(description="Receiver URL (http/https; ${ENV} allowed).")
+    secret_env: str | None = Field(None, description="Environment variable holding the HMAC-SHA256 secret.")
+    timeout_s: float = Field(5.0, gt=0, le=600)
+    max_attempts: int = Field(6, ge=1, le=100)
+    backoff_initial_s: float = Field(0.5, gt=0, le=3600)
+    backoff_max_s: float = Field(30.0, gt=0, le=86_400)
+
+
+class SinksSection(Frozen):
+    """Where alerts go. The event log is always written first (durable), then the others."""
+
+    run_dir: str = Field("runs/live", description="Folder of live runs; each run gets a timestamped subfolder.")
+    event_log: str = Field("events.jsonl", description="Event log file name inside the run folder.")
+    clips: bool = Field(True, description="Record an evidence clip for each alert (remuxed packets).")
+    clip_pre_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence before the alert start.")
+    clip_post_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence after the alert start.")
+    webhook: WebhookConfig | None = None
+    console: bool = Field(True, description="Print events in `nexara watch`.")
