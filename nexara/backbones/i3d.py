@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.resources
-import io
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -244,7 +243,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Rebuilds dicts, lists and numeric numpy arrays; any other global is refused before it is imported."""
 
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
+    def __init__(self, file: IO[bytes], source: str) -> None:
         super().__init__(file)
         self._source = source
 
@@ -267,7 +266,7 @@ def read_i3d_variables(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsNotFoundError(f"I3D checkpoint not found: {p}. Get it with: {FETCH_HINT}")
     try:
         with p.open("rb") as f:
-            obj = _NumpyOnlyUnpickler(f, str(p)).load()  # type: ignore[arg-type]
+            obj = _NumpyOnlyUnpickler(f, str(p)).load()
     except UnsafeCheckpointError:
         raise
     except Exception as exc:
