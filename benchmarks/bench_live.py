@@ -198,8 +198,8 @@ def bench_backbone(cfg: Any, seconds: float, rounds: int = 3) -> dict[str, Any]:
     tens of percent over minutes; alternating keeps the two under the same conditions)."""
     from ray import serve
 
-    from nexara.ensemble import DEFAULT_MODEL_DIR
     from nexara.model_manifest import read_manifest
+    from nexara.voting import DEFAULT_MODEL_DIR
 
     app = cfg.serve.app_name
     man = read_manifest(Path(cfg.serve.model_dir) if cfg.serve.model_dir else DEFAULT_MODEL_DIR)

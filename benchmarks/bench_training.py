@@ -38,7 +38,8 @@ def main() -> None:
     import torch
 
     from cluster.runtime import init_ray
-    from training.ensemble import member_input, train_final
+    from training.cv import member_input
+    from training.final import train_final
     from training.loop import train_member
     from training.pipeline import load_training_data
 
