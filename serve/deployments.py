@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from nexara.config import BackboneServeConfig, EnsembleServeConfig
 from nexara.errors import ModelError
 
 logger = logging.getLogger("ray.serve")
@@ -87,10 +88,8 @@ class BackboneDeployment:
         self._max_batch_size, self._batch_wait_timeout_s = 8, 0.02  # the decorator's until reconfigure runs
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        size = int(user_config.get("max_batch_size", 8))
-        wait = float(user_config.get("batch_wait_timeout_s", 0.02))
-        if size < 1 or wait < 0:
-            raise ValueError(f"max_batch_size must be >= 1 and batch_wait_timeout_s >= 0, got {size}, {wait}")
+        batching = BackboneServeConfig.model_validate(user_config)  # the schema's defaults and bounds
+        size, wait = batching.max_batch_size, batching.batch_wait_timeout_s
         self.embed.set_max_batch_size(size)  # type: ignore[attr-defined]
         self.embed.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
         self._max_batch_size, self._batch_wait_timeout_s = size, wait  # Serve's getters are private
@@ -171,8 +170,9 @@ class VotingEnsembleDeployment:
         self._windows = 0
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.score.set_max_batch_size(int(user_config.get("max_batch_size", 8)))  # type: ignore[attr-defined]
-        self.score.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.02)))  # type: ignore[attr-defined]
+        batching = EnsembleServeConfig.model_validate(user_config)  # the schema's defaults and bounds
+        self.score.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
+        self.score.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def score(self, items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict[str, Any]]:
