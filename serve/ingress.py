@@ -68,8 +68,8 @@ class Ingress:
     def __init__(self, backbone: Any, ensemble: Any, settings: dict[str, Any], run_dir: str, app_name: str) -> None:
         from actors.stream_actor import get_or_create_manager
         from nexara.config import NexaraConfig
-        from nexara.voting import DEFAULT_MODEL_DIR
         from nexara.model_manifest import read_manifest
+        from nexara.voting import DEFAULT_MODEL_DIR
 
         self.cfg = NexaraConfig.model_validate(settings)
         token = os.environ.get(self.cfg.serve.token_env, "")

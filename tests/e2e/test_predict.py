@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nexara.voting import DEFAULT_MODEL_DIR
 from nexara.model_manifest import read_manifest
+from nexara.voting import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {
