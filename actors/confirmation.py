@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 EventKind = Literal["start", "update", "end"]
 EndReason = Literal["quiet", "max_duration", "stream_end"]
 
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -197,9 +197,7 @@ class SourceWorker:
 
     def _init_cells(self, frames: list[np.ndarray]) -> None:
         for i, (camera_id, box) in enumerate(layout_cells(self.grid, frames, self.source_id, self.cell_ids)):
-            self.cells.append(
-                CellWindower(i, camera_id, box, self.model, self.windows, self.no_signal_check_s)
-            )
+            self.cells.append(CellWindower(i, camera_id, box, self.model, self.windows, self.no_signal_check_s))
             self.alerts.add_cell(camera_id, self.confirmation, self.windows.pre_alert)
 
     def _on_frame(self, frame: LiveFrame) -> None:
