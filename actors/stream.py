@@ -335,7 +335,7 @@ def worker_from_config(
     sinks_cfg = camera.sinks
     sinks: list[Sink] = list(extra_sinks)
     if sinks_cfg.webhook is not None:
-        from actors.sinks import WebhookSink
+        from actors.webhook import WebhookSink
 
         w = sinks_cfg.webhook
         secret = None

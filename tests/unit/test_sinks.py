@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from actors.confirmation import AlertEvent
-from actors.sinks import ConsoleSink, WebhookSink, idempotency_key, sign, verify_signature
+from actors.sinks import ConsoleSink, idempotency_key, sign, verify_signature
+from actors.webhook import WebhookSink
 
 pytestmark = pytest.mark.unit
 
