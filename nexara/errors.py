@@ -128,6 +128,41 @@ class WeightsNotFoundError(ModelError):
     code = "weights_not_found"
 
 
+class InvalidSpecError(ModelError, ValueError):
+    """A preprocessing spec (usually read from a manifest) has a missing, extra or bad field."""
+
+    code = "bad_preprocess_spec"
+
+
+class InvalidFramesError(ModelError, ValueError):
+    """Frames handed to a backbone are not uint8 (N, H, W, 3)."""
+
+    code = "bad_frames"
+
+
+class IncompatibleWeightsError(ModelError):
+    """A checkpoint whose keys or shapes do not fit the backbone's architecture."""
+
+    code = "incompatible_weights"
+
+
+class UnsafeCheckpointError(ModelError):
+    """A checkpoint pickle asked for something other than plain numpy arrays."""
+
+    code = "unsafe_checkpoint"
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+class TrainingError(NexaraError):
+    code = "training_failed"
+
+
+class ExportError(NexaraError):
+    code = "export_failed"
+
+
 # --- HTTP ----------------------------------------------------------------------------------------
 
 HTTP_STATUS: dict[str, int] = {

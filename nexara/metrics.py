@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from nexara.config.base import CONFIDENCE_TIERS
+
 __all__ = [
     "DEFAULT_TIERS",
     "aggregate_folds",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 _EPS = 1e-7
-DEFAULT_TIERS: Mapping[str, float] = {"HIGH": 0.85, "MEDIUM": 0.65}
+DEFAULT_TIERS: Mapping[str, float] = CONFIDENCE_TIERS  # one home: nexara.config.base
 
 
 def _as_1d(name: str, a: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nexara.config.base import CONFIDENCE_TIERS
+from nexara.config.offline import ResizePolicy
 from nexara.errors import ModelError
 
 if TYPE_CHECKING:  # both import heavier modules (cv2, torch) than reading a manifest needs
@@ -48,9 +50,6 @@ class MotionEntry(_Model):
     dim: int = Field(ge=1)
 
 
-ResizePolicy = Literal["squash", "letterbox", "center_crop"]
-
-
 class PreprocessingEntry(_Model):
     size_hw: tuple[int, int]
     mean: tuple[float, float, float]
@@ -75,7 +74,7 @@ class ModelManifest(_Model):
     weights: list[float]
     temperature: float = Field(gt=0)
     threshold: float = Field(gt=0, lt=1)
-    tiers: dict[str, float] = Field(default_factory=lambda: {"HIGH": 0.85, "MEDIUM": 0.65})
+    tiers: dict[str, float] = Field(default_factory=lambda: dict(CONFIDENCE_TIERS))
     training_data: dict[str, Any] = Field(default_factory=dict)
     cv_metrics: dict[str, Any] = Field(default_factory=dict)
 

@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nexara.config import NexaraConfig, TrainingSection
-from nexara.errors import NexaraError
+from nexara.errors import TrainingError
 from nexara.metrics import (
     aggregate_folds,
     apply_temperature,
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 # one member fit of cross_validate: (fit, validation, scored) clip indices, the member, its settings
 _Job = tuple[np.ndarray, np.ndarray, np.ndarray, MemberConfig, TrainConfig]
 
-
-class TrainingError(NexaraError):
-    code = "training_failed"
 
 
 # --- splits -------------------------------------------------------------------------------------

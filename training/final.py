@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from nexara.config import NexaraConfig
+from nexara.errors import TrainingError
 from nexara.training_config import MemberConfig, TrainConfig
-from training.cv import TrainingError, member_input
+from training.cv import member_input
 from training.loop import refit_settings, train_member
 
 log = logging.getLogger(__name__)

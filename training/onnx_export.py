@@ -9,13 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nexara.errors import NexaraError
+from nexara.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-
-class ExportError(NexaraError):
-    code = "export_failed"
 
 
 class _FloatBackbone(torch.nn.Module):

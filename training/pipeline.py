@@ -10,7 +10,8 @@ import numpy as np
 
 from cluster.runtime import ray_session
 from nexara.config import NexaraConfig
-from training.cv import CVResult, TrainingError, cross_validate
+from nexara.errors import TrainingError
+from training.cv import CVResult, cross_validate
 from training.export import export_model
 from training.feature_store import StoreKey, effective_spec, load_features
 from training.final import train_final

@@ -35,10 +35,11 @@ for the frame pipeline upstream, which should apply it before frames reach the b
 # each family registers its backbones when imported
 from nexara.backbones import efficientnet_lite, timm_models, torchvision_models  # noqa: F401
 from nexara.backbones.factory import DEFAULT_BACKBONE, create_backbone, get_feature_dim, get_spec, list_backbones
-from nexara.backbones.module import Backbone, InvalidFramesError
-from nexara.backbones.spec import InvalidSpecError, PreprocessSpec
+from nexara.backbones.module import Backbone
+from nexara.backbones.spec import PreprocessSpec
 from nexara.backbones.torchvision_models import torchvision_checkpoint_path, torchvision_weights_url
-from nexara.backbones.weights import IncompatibleWeightsError, load_weights, read_state_dict
+from nexara.backbones.weights import load_weights, read_state_dict
+from nexara.errors import IncompatibleWeightsError, InvalidFramesError, InvalidSpecError
 
 __all__ = [
     "DEFAULT_BACKBONE",

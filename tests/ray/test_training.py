@@ -145,7 +145,7 @@ def test_manifest_tamper_is_detected(tmp_path: Path) -> None:
 
 
 def test_nested_cv_needs_enough_sources(tmp_path: Path) -> None:
-    from training.cv import TrainingError
+    from nexara.errors import TrainingError
 
     x, y, groups = _synthetic(n_sources=6, per_source=4)
     with pytest.raises(TrainingError, match=r"4 inner folds need as many sources.*it has 3"):

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from nexara.voting import DEFAULT_MODEL_DIR
 from nexara.model_manifest import read_manifest
+from nexara.voting import DEFAULT_MODEL_DIR
 from training.onnx_export import export_backbone, export_heads
 
 
