@@ -29,9 +29,9 @@ from actors.grid import CellBox, GridSpec, cell_signal, detect_grid, grid_shape
 from actors.motion_window import MotionBuffer, to_gray
 from actors.records import NoSignal, Signal, WindowInfo
 from nexara.config import WindowsConfig
-from nexara.errors import InvalidInputError, ModelError
+from nexara.errors import InvalidInputError
 from nexara.media import FpsSampler, resize_frame
-from nexara.model_manifest import ModelManifest
+from nexara.model_manifest import ModelManifest, feature_config
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +56,9 @@ class LiveModel:
 
     @classmethod
     def from_manifest(cls, man: ModelManifest) -> LiveModel:
-        motion = None
-        if any(m.input == "motion" for m in man.members):
-            from nexara.motion import MotionSpec
-
-            motion = MotionSpec()
-            if man.motion is None or man.motion.hash != motion.hash():
-                raise ModelError(
-                    f"model {man.version} was trained on motion statistics "
-                    f"{man.motion.hash if man.motion else None}; this build computes {motion.hash()}"
-                )
-        return cls(man.frames_per_clip, tuple(man.preprocessing.size_hw), man.preprocessing.resize, motion)  # type: ignore[arg-type]
+        """Built from the manifest's one feature config (which checks the motion spec hash)."""
+        fc = feature_config(man)
+        return cls(fc.frames_per_clip, fc.size_hw, fc.resize, fc.motion)
 
     def reader_fps(self, window_s: float) -> float:
         """The rate the source is read at: enough for the frame ring and for the motion statistics."""
