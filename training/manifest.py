@@ -1,7 +1,9 @@
-"""Dataset manifest: a folder of labelled videos (or a clip,label,source CSV) -> one Parquet table.
+"""Dataset manifest: a folder of labelled videos, or one or several clip,label,source CSVs (one per
+dataset) -> one Parquet table.
 
-Rows carry path, label, source, content hash (identical files kept once), media metadata and a split
-that is stratified by label and grouped by ``source`` so that no recording lands in two splits.
+Rows carry path, label, source, the dataset they come from, the hard-negative flag, content hash
+(identical files kept once), media metadata and a split that is stratified by label and grouped by
+``source`` over every source of every dataset, so that no recording lands in two splits.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import csv
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("label", pa.int8()),
         ("source", pa.string()),
+        ("dataset", pa.string()),
+        ("hard_negative", pa.bool_()),
         ("content_hash", pa.string()),
         ("duration_s", pa.float64()),
         ("fps", pa.float64()),
@@ -48,6 +52,30 @@ class ClipEntry:
     path: Path
     label: int
     source: str
+    dataset: str = ""  # the dataset's name (default: its folder's name)
+    hard_negative: bool = False  # an ordinary scene that detectors are known to flag (label 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvSource:
+    """One dataset of a multi-dataset manifest: its clips.csv, its name and the root its clip paths are
+    relative to (default: the CSV's folder)."""
+
+    csv: Path
+    name: str | None = None  # default: the CSV's parent folder name
+    root: Path | None = None
+
+    @classmethod
+    def parse(cls, spec: str, *, root: Path | None = None) -> CsvSource:
+        """``[NAME=]PATH`` as given to ``nexara dataset scan --csv``."""
+        name, sep, path = spec.partition("=")
+        if sep and name and "/" not in name and not Path(spec).exists():
+            return cls(Path(path), name, root)
+        return cls(Path(spec), None, root)
+
+    @property
+    def dataset(self) -> str:
+        return self.name or self.csv.resolve().parent.name
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -86,7 +114,7 @@ def entries_from_dir(root: Path, cfg: DatasetConfig, *, source_regex: str | None
                 source = m.group(1) if m.groups() else m.group(0)
             else:
                 source = f"{sub.name}/{f.stem}"
-            entries.append(ClipEntry(f.resolve(), label, source))
+            entries.append(ClipEntry(f.resolve(), label, source, root.resolve().name))
     if unknown:
         log.warning("ignored sub-folders not in label_map: %s", ", ".join(unknown))
     if not entries:
@@ -99,18 +127,29 @@ def entries_from_dir(root: Path, cfg: DatasetConfig, *, source_regex: str | None
     return entries
 
 
-def entries_from_csv(csv_path: Path, cfg: DatasetConfig, *, root: Path | None = None) -> list[ClipEntry]:
-    """``clip,label,source`` rows; ``clip`` relative to ``root`` (default: the CSV's folder)."""
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def entries_from_csv(
+    csv_path: Path, cfg: DatasetConfig, *, root: Path | None = None, dataset: str | None = None
+) -> list[ClipEntry]:
+    """``clip,label,source[,hard_negative]`` rows; ``clip`` relative to ``root`` (default: the CSV's
+    folder); ``dataset`` defaults to the CSV's folder name. A clip listed twice is an error."""
     if not csv_path.is_file():
         raise ManifestError(f"CSV not found: {csv_path}")
     base = root or csv_path.parent
+    name = dataset or csv_path.resolve().parent.name
     label_map = {k.lower(): v for k, v in cfg.label_map.items()}
     entries: list[ClipEntry] = []
+    first_row: dict[Path, int] = {}
     with csv_path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = {"clip", "label", "source"} - set(reader.fieldnames or [])
+        columns = set(reader.fieldnames or [])
+        missing = {"clip", "label", "source"} - columns
         if missing:
             raise ManifestError(f"{csv_path}: missing column(s) {sorted(missing)}; need clip,label,source")
+        has_hn = "hard_negative" in columns
         for lineno, row in enumerate(reader, start=2):
             raw = (row["label"] or "").strip()
             if raw in ("0", "1"):
@@ -124,10 +163,64 @@ def entries_from_csv(csv_path: Path, cfg: DatasetConfig, *, root: Path | None = 
             source = (row["source"] or "").strip()
             if not source:
                 raise ManifestError(f"{csv_path}:{lineno}: empty source")
-            entries.append(ClipEntry((base / row["clip"]).resolve(), label, source))
+            clip = (row["clip"] or "").strip()
+            if not clip:
+                raise ManifestError(f"{csv_path}:{lineno}: empty clip")
+            path = (base / clip).resolve()
+            if path in first_row:
+                raise ManifestError(f"{csv_path}:{lineno}: clip {clip!r} already listed on line {first_row[path]}")
+            first_row[path] = lineno
+            hard_negative = _hard_negative(row.get("hard_negative"), csv_path, lineno) if has_hn else False
+            if hard_negative and label != 0:
+                raise ManifestError(f"{csv_path}:{lineno}: a hard negative must be labelled no-fight, got {raw!r}")
+            entries.append(ClipEntry(path, label, source, name, hard_negative))
     if not entries:
         raise ManifestError(f"{csv_path}: no rows")
     return entries
+
+
+def _hard_negative(raw: str | None, csv_path: Path, lineno: int) -> bool:
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ManifestError(f"{csv_path}:{lineno}: hard_negative {raw!r} is not one of true/false/1/0/yes/no")
+
+
+def entries_from_csvs(sources: Sequence[CsvSource], cfg: DatasetConfig) -> list[ClipEntry]:
+    """Every dataset's rows in one list. Dataset names must differ; a source name that two datasets
+    share is prefixed with the dataset (``name/source``) in both, so groups never merge across datasets;
+    a clip listed by two datasets is an error."""
+    if not sources:
+        raise ManifestError("no dataset CSV given")
+    per_dataset: dict[str, list[ClipEntry]] = {}
+    csv_of: dict[str, Path] = {}
+    for src in sources:
+        name = src.dataset
+        if name in per_dataset:
+            raise ManifestError(
+                f"{src.csv}: dataset name {name!r} is already taken by {csv_of[name]}; name them (--csv NAME=PATH)"
+            )
+        per_dataset[name] = entries_from_csv(src.csv, cfg, root=src.root, dataset=name)
+        csv_of[name] = src.csv
+    owners: dict[str, set[str]] = {}
+    for name, entries in per_dataset.items():
+        for e in entries:
+            owners.setdefault(e.source, set()).add(name)
+    shared = sorted(s for s, names in owners.items() if len(names) > 1)
+    if shared:
+        log.warning("source name(s) %s appear in several datasets: prefixed with the dataset name", shared)
+    out: list[ClipEntry] = []
+    listed_by: dict[Path, str] = {}
+    for name, entries in per_dataset.items():
+        for e in entries:
+            if e.path in listed_by:
+                raise ManifestError(f"{csv_of[name]}: clip {e.path} is also listed by dataset {listed_by[e.path]!r}")
+            listed_by[e.path] = name
+            source = f"{name}/{e.source}" if e.source in shared else e.source
+            out.append(ClipEntry(e.path, e.label, source, name, e.hard_negative))
+    return out
 
 
 def assign_splits(labels: np.ndarray, groups: np.ndarray, cfg: SplitConfig) -> np.ndarray:
@@ -206,7 +299,7 @@ def build_manifest(
             continue
         digest = file_sha256(e.path)
         if digest in seen:
-            log.info("duplicate content: %s is identical to %s; kept once", e.path, seen[digest])
+            log.warning("duplicate content: %s is identical to %s; kept once", e.path, seen[digest])
             continue
         seen[digest] = e.path
         try:
@@ -239,6 +332,8 @@ def _row(e: ClipEntry, digest: str, *, error: str | None = None, **meta: object)
         "path": str(e.path),
         "label": e.label,
         "source": e.source,
+        "dataset": e.dataset,
+        "hard_negative": e.hard_negative,
         "content_hash": digest,
         "duration_s": meta.get("duration_s"),
         "fps": meta.get("fps"),
@@ -284,4 +379,21 @@ def balance_report(table: pa.Table) -> str:
         srcs = len({r["source"] for r in sub})
         pct = 100.0 * pos / len(sub) if sub else 0.0
         lines.append(f"{s:<8} {len(sub):>6} {pos:>6} {neg:>8} {pct:>6.1f}% {srcs:>8} {errs:>7}")
+    if {"dataset", "hard_negative"} <= set(table.column_names):  # manifests written before datasets lack them
+        lines += ["", *dataset_report(table)]
     return "\n".join(lines)
+
+
+def dataset_report(table: pa.Table) -> list[str]:
+    """Per dataset: clips, classes, hard negatives, sources and the splits its sources fell into (splits
+    are grouped over the sources of every dataset, so a dataset with few sources spans few splits)."""
+    rows = table.select(["label", "split", "source", "dataset", "hard_negative"]).to_pylist()
+    lines = [f"{'dataset':<20} {'clips':>6} {'fight':>6} {'no-fight':>8} {'hard-neg':>8} {'sources':>8}  splits"]
+    for name in sorted({r["dataset"] for r in rows}):
+        sub = [r for r in rows if r["dataset"] == name]
+        pos = sum(r["label"] == 1 for r in sub)
+        hn = sum(bool(r["hard_negative"]) for r in sub)
+        srcs = len({r["source"] for r in sub})
+        splits = ",".join(sorted({str(r["split"]) for r in sub}))
+        lines.append(f"{name:<20} {len(sub):>6} {pos:>6} {len(sub) - pos:>8} {hn:>8} {srcs:>8}  {splits}")
+    return lines

@@ -1,4 +1,5 @@
-"""``nexara dataset scan`` (labelled videos -> Parquet manifest) and ``nexara features`` (Ray Data)."""
+"""``nexara dataset scan`` (labelled videos, or one CSV per dataset -> Parquet manifest) and ``nexara features``
+(Ray Data)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from nexara.errors import NexaraError
 
 def cmd_dataset_scan(args: argparse.Namespace) -> int:
     from training.manifest import (
+        CsvSource,
         balance_report,
         build_manifest,
-        entries_from_csv,
+        entries_from_csvs,
         entries_from_dir,
         write_manifest,
     )
@@ -25,18 +27,24 @@ def cmd_dataset_scan(args: argparse.Namespace) -> int:
         update={k: v for k, v in (("folds", args.folds), ("seed", args.seed)) if v is not None}
     )
     ds_cfg = ds_cfg.model_copy(update={"split": split})
+    root = Path(args.dir) if args.dir else None
     if args.csv:
-        entries = entries_from_csv(Path(args.csv), ds_cfg, root=Path(args.dir) if args.dir else None)
-    else:
-        if not args.dir:
-            raise NexaraError("dataset scan needs DIR or --csv FILE")
+        entries = entries_from_csvs([CsvSource.parse(c, root=root) for c in args.csv], ds_cfg)
+    elif args.dir:
         entries = entries_from_dir(Path(args.dir), ds_cfg, source_regex=args.source_regex)
+    elif ds_cfg.sources:
+        sources = [CsvSource(Path(s.csv), s.name, Path(s.root) if s.root else None) for s in ds_cfg.sources]
+        entries = entries_from_csvs(sources, ds_cfg)
+    else:
+        raise NexaraError("dataset scan needs DIR, --csv FILE (once per dataset) or dataset.sources in the config")
     table = build_manifest(entries, ds_cfg, timeout_s=cfg.media.read_timeout_s)
     write_manifest(table, Path(args.out))
     n_err = sum(e is not None for e in table.column("error").to_pylist())
     dupes = len(entries) - table.num_rows
+    n_datasets = len(set(table.column("dataset").to_pylist()))
     sys.stdout.write(
-        f"manifest: {args.out} ({table.num_rows} clips, {dupes} duplicate(s) dropped, {n_err} unreadable)\n"
+        f"manifest: {args.out} ({table.num_rows} clips from {n_datasets} dataset(s), "
+        f"{dupes} duplicate(s) dropped, {n_err} unreadable)\n"
     )
     sys.stdout.write(balance_report(table) + "\n")
     return 0
@@ -60,10 +68,18 @@ def cmd_features(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("dataset", help="dataset manifests")
     dsub = d.add_subparsers(dest="dataset_command", required=True)
-    sc = dsub.add_parser("scan", help="folder of class sub-folders (or --csv) -> Parquet manifest")
+    sc = dsub.add_parser(
+        "scan", help="folder of class sub-folders (or one --csv per dataset, or dataset.sources) -> Parquet manifest"
+    )
     sc.add_argument("dir", nargs="?", help="root with class sub-folders (or the clip root for --csv)")
     sc.add_argument("--out", required=True, help="manifest .parquet to write")
-    sc.add_argument("--csv", help="clip,label,source CSV (clip paths relative to DIR or to the CSV)")
+    sc.add_argument(
+        "--csv",
+        action="append",
+        metavar="[NAME=]FILE",
+        help="clip,label,source[,hard_negative] CSV (clip paths relative to DIR or to the CSV); repeat for "
+        "several datasets in one manifest (dataset NAME default: the CSV's folder name)",
+    )
     sc.add_argument("--folds", type=int, help="k grouped folds instead of train/val/test fractions")
     sc.add_argument("--seed", type=int, help="split seed")
     sc.add_argument("--source-regex", help="regex on file names whose group 1 names the source recording")

@@ -67,8 +67,18 @@ class SplitConfig(Model):
         return self
 
 
+class DatasetSourceConfig(Model):
+    """One dataset of a multi-dataset manifest (`nexara dataset scan` with no DIR and no --csv)."""
+
+    csv: str = Field(..., min_length=1, description="Its clip,label,source[,hard_negative] CSV (path from the cwd).")
+    name: str | None = Field(
+        None, min_length=1, description="Dataset name in the manifest's `dataset` column (default: the CSV's folder)."
+    )
+    root: str | None = Field(None, description="Folder the CSV's clip paths are relative to (default: the CSV's).")
+
+
 class DatasetConfig(Model):
-    """How a folder of videos becomes a manifest."""
+    """How a folder of videos (or one CSV per dataset) becomes a manifest."""
 
     label_map: dict[str, int] = Field(
         default_factory=lambda: {
@@ -90,12 +100,19 @@ class DatasetConfig(Model):
         description="File extensions treated as videos when scanning folders.",
     )
     split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
+    sources: list[DatasetSourceConfig] = Field(
+        default_factory=list,
+        description="Datasets scanned into one manifest when `nexara dataset scan` gets no DIR and no --csv.",
+    )
 
     @model_validator(mode="after")
     def _labels_binary(self) -> DatasetConfig:
         bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
         if bad:
             raise ValueError(f"label_map values must be 0 or 1, got {bad}")
+        names = [s.name for s in self.sources if s.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset source names must be unique, got {names}")
         return self
 
 
