@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-Signal = Literal["ok", "black", "frozen"]
+from actors.grid import CellSignal as Signal  # one declaration of a cell's picture state
 
 
 @dataclass(frozen=True, slots=True)
