@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 _Job = tuple[np.ndarray, np.ndarray, np.ndarray, MemberConfig, TrainConfig]
 
 
-
 # --- splits -------------------------------------------------------------------------------------
 
 
@@ -120,7 +119,7 @@ def _baseline_probs(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray
 
 @dataclass
 class CVResult:
-    k: int
+    k: int  # number of outer folds (held-out datasets for leave-one-dataset-out)
     member_names: list[str]
     fold_reports: dict[str, list[dict[str, Any]]]  # name (member / "ensemble" / "baseline") -> per fold
     summary: dict[str, dict[str, Any]]  # name -> aggregate_folds(...)
@@ -130,6 +129,12 @@ class CVResult:
     best_epochs: dict[str, list[int]]
     folds: list[list[int]] = field(default_factory=list)
     wall_s: float = 0.0
+    # the decision threshold each clip was scored at (its fold's): (N, M) members, (N,) ensemble; the
+    # baseline decides at 0.5
+    oof_member_thresholds: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    oof_ensemble_thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fold_names: list[str] = field(default_factory=list)  # "fold0".. or the held-out dataset
+    inner_folds: int = 0  # inner grouped folds used (0 = one inner split)
 
 
 def fit_calibration(member_probs: np.ndarray, y: np.ndarray, sec: TrainingSection) -> tuple[np.ndarray, float, float]:
@@ -142,12 +147,27 @@ def fit_calibration(member_probs: np.ndarray, y: np.ndarray, sec: TrainingSectio
 
 
 def cross_validate(
-    inputs: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, cfg: NexaraConfig, *, k: int, seed: int = 0
+    inputs: dict[str, np.ndarray],
+    y: np.ndarray,
+    groups: np.ndarray,
+    cfg: NexaraConfig,
+    *,
+    k: int,
+    seed: int = 0,
+    folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    fold_names: list[str] | None = None,
+    inner_folds: int | None = None,
 ) -> CVResult:
-    """Grouped K-fold CV of every member, the ensemble and the baseline. Needs Ray initialised."""
+    """Grouped K-fold CV of every member, the ensemble and the baseline. Needs Ray initialised.
+
+    ``folds`` replaces the grouped K-fold by given (train, held-out) index pairs (leave one dataset out:
+    :func:`training.datasets.leave_one_dataset_out`); ``inner_folds`` overrides ``training.inner_folds``.
+    """
     import ray
 
     sec = cfg.training
+    if inner_folds is not None:
+        sec = sec.model_copy(update={"inner_folds": inner_folds})
     members = sec.members
     t0 = time.perf_counter()
     for m in members:
@@ -155,7 +175,9 @@ def cross_validate(
     x = inputs["appearance"]
     x_ref = ray.put({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
     task = ray.remote(num_cpus=sec.member_num_cpus)(_fit_and_score)
-    folds = grouped_folds(y, groups, k, seed)
+    if folds is None:
+        folds = grouped_folds(y, groups, k, seed)
+    k = len(folds)
     nested = sec.inner_folds >= 2
 
     def run_all(jobs: dict[Any, _Job], stage: str) -> dict[Any, dict[str, Any]]:
@@ -216,6 +238,8 @@ def cross_validate(
     oof_members = np.zeros((n, m_count))
     oof_ens = np.zeros(n)
     oof_base = np.zeros(n)
+    thr_members = np.zeros((n, m_count))
+    thr_ens = np.zeros(n)
     reports: dict[str, list[dict[str, Any]]] = {m.name: [] for m in members}
     reports["ensemble"], reports["baseline"] = [], []
     for fi, (tr, te) in enumerate(folds):
@@ -229,10 +253,12 @@ def cross_validate(
         oof_members[te] = te_p
         for j, m in enumerate(members):
             thr_m = choose_threshold(y[val_idx], val_p[:, j], mode=sec.threshold_mode, target_fpr=sec.target_fpr)
+            thr_members[te, j] = thr_m
             reports[m.name].append(classification_report(y[te], te_p[:, j], thr_m))
         w, t, thr = fit_calibration(val_p, y[val_idx], sec)
         ens = apply_temperature(logit(soft_vote(te_p, w)), t)
         oof_ens[te] = ens
+        thr_ens[te] = thr
         reports["ensemble"].append(classification_report(y[te], ens, thr))
         base = _baseline_probs(x, y, tr, te)
         oof_base[te] = base
@@ -249,4 +275,8 @@ def cross_validate(
         best_epochs=best_epochs,
         folds=[te.tolist() for _, te in folds],
         wall_s=time.perf_counter() - t0,
+        oof_member_thresholds=thr_members,
+        oof_ensemble_thresholds=thr_ens,
+        fold_names=fold_names or [f"fold{i}" for i in range(k)],
+        inner_folds=sec.inner_folds if nested else 0,
     )

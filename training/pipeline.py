@@ -1,8 +1,10 @@
-"""`nexara evaluate` and `nexara train`: feature store -> grouped CV -> Ray Train -> model manifest."""
+"""`nexara evaluate` and `nexara train`: feature store -> grouped CV (per dataset, and leave one dataset
+out) -> Ray Train -> model manifest."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from cluster.runtime import ray_session
 from nexara.config import NexaraConfig
 from nexara.errors import TrainingError
 from training.cv import CVResult, cross_validate
+from training.datasets import DatasetLabels, labels_from_manifest, leave_one_dataset_out, lodo_inner_folds
 from training.export import export_model
 from training.feature_store import StoreKey, effective_spec, load_features
 from training.final import train_final
@@ -34,23 +37,76 @@ def load_training_data(
     return stored.inputs, y, groups, meta
 
 
-def run_evaluate(features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int) -> CVResult:
-    inputs, y, groups, _ = load_training_data(features_dir, cfg)  # before Ray: a bad path fails fast
+def default_manifest(features_dir: Path) -> Path | None:
+    """``manifest.parquet`` beside the feature folder (the layout `make features` writes), if there."""
+    candidate = features_dir.parent / "manifest.parquet"
+    return candidate if candidate.is_file() else None
+
+
+def load_dataset_labels(features_dir: Path, meta: Any, manifest: Path | None) -> DatasetLabels:
+    manifest = manifest or default_manifest(features_dir)
+    if manifest is not None:
+        log.info("datasets and hard negatives from %s", manifest)
+    return labels_from_manifest(meta, manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    cv: CVResult
+    y: np.ndarray
+    labels: DatasetLabels
+    lodo: CVResult | None  # leave one dataset out, when asked for
+
+
+def run_lodo(inputs: dict[str, np.ndarray], y: np.ndarray, labels: DatasetLabels, cfg: NexaraConfig) -> CVResult:
+    """Train on all datasets but one, score the held-out one: the nested CV with one fold per dataset."""
+    folds, names = leave_one_dataset_out(labels)
+    inner = lodo_inner_folds(labels, folds, cfg.training.inner_folds)
+    return cross_validate(
+        inputs,
+        y,
+        labels.sources,
+        cfg,
+        k=len(folds),
+        seed=cfg.training.seed,
+        folds=folds,
+        fold_names=names,
+        inner_folds=inner,
+    )
+
+
+def run_evaluate(
+    features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int, lodo: bool = False, manifest: Path | None = None
+) -> Evaluation:
+    inputs, y, groups, meta = load_training_data(features_dir, cfg)  # before Ray: a bad path fails fast
+    labels = load_dataset_labels(features_dir, meta, manifest)
+    if lodo:
+        leave_one_dataset_out(labels)  # fewer than 2 datasets fails before any work
     with ray_session(cfg.ray):
         cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
-    write_cv_report(cv, y, out_dir, title=f"NexaraVision grouped {k}-fold CV ({cfg.model.backbone} features)")
-    return cv
+        lodo_cv = run_lodo(inputs, y, labels, cfg) if lodo else None
+    title = f"NexaraVision grouped {k}-fold CV ({cfg.model.backbone} features)"
+    write_cv_report(cv, y, out_dir, title=title, labels=labels, lodo=lodo_cv)
+    return Evaluation(cv, y, labels, lodo_cv)
 
 
 def run_train(
-    features_dir: Path, out_dir: Path, cfg: NexaraConfig, *, k: int, version: str, report_dir: Path | None = None
+    features_dir: Path,
+    out_dir: Path,
+    cfg: NexaraConfig,
+    *,
+    k: int,
+    version: str,
+    report_dir: Path | None = None,
+    dataset_manifest: Path | None = None,
 ) -> tuple[CVResult, Any]:
     """CV first (out-of-fold predictions calibrate the ensemble and pick each member's epochs), then every
     member on all clips with Ray Train, then export."""
     inputs, y, groups, meta = load_training_data(features_dir, cfg)  # before Ray: a bad path fails fast
+    labels = load_dataset_labels(features_dir, meta, dataset_manifest)
     with ray_session(cfg.ray):
         cv = cross_validate(inputs, y, groups, cfg, k=k, seed=cfg.training.seed)
-        write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}")
+        write_cv_report(cv, y, report_dir or out_dir / "cv", title=f"CV of model {version}", labels=labels)
         epochs = {name: refit_epochs(e) for name, e in cv.best_epochs.items()}
         log.info("final epochs per member (median best epoch over folds): %s", epochs)
         trained = train_final(inputs, y, cfg, epochs=epochs, run_name=f"nexara-{version}")
@@ -60,6 +116,8 @@ def run_train(
         "fight": int(y.sum()),
         "no_fight": int(len(y) - y.sum()),
         "sources": len(set(sources)),
+        "datasets": {n: int((labels.datasets == n).sum()) for n in labels.names},
+        "hard_negatives": int(labels.hard_negative.sum()),
         "features": str(features_dir),
         "epochs": epochs,
     }

@@ -1,5 +1,6 @@
-"""The CV report: ``report.md`` (mean ± std table over folds), ``report.json`` and out-of-fold ROC, PR,
-confusion and reliability plots."""
+"""The CV report: ``report.md`` (mean ± std table over folds, a table per dataset, how the folds were
+formed, leave-one-dataset-out when run), ``report.json`` and out-of-fold ROC, PR, confusion and
+reliability plots."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from training.cv import CVResult
+from training.datasets import DatasetLabels, describe_folds, per_dataset
 
 
 def _jsonable(obj: Any) -> Any:
@@ -37,32 +39,86 @@ def cv_table(cv: CVResult) -> str:
     return "\n".join(lines)
 
 
-def write_cv_report(cv: CVResult, y: np.ndarray, out_dir: Path, *, title: str) -> Path:
-    """report.md + report.json + ROC / PR / confusion / reliability PNGs in ``out_dir``."""
+def _cell(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def dataset_table(by_dataset: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown table, one row per dataset and model, from :func:`training.datasets.per_dataset`."""
+    hn = any(m["n_hard_negative"] for models in by_dataset.values() for m in models.values())
+    cols = ["accuracy", "roc_auc", "recall", "fpr"] + (["hard_negative_fpr"] if hn else [])
+    head = ["dataset", "model", "clips (fight / no)", *(c.replace("_", " ") for c in cols)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, models in by_dataset.items():
+        for model, m in models.items():
+            label = {"baseline": "baseline", "ensemble": "**ensemble**"}.get(model, model)
+            count = f"{m['n']} ({m['n_pos']} / {m['n_neg']}" + (f", {m['n_hard_negative']} hard" if hn else "") + ")"
+            lines.append(f"| {name} | {label} | {count} | " + " | ".join(_cell(m[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_cv_report(
+    cv: CVResult,
+    y: np.ndarray,
+    out_dir: Path,
+    *,
+    title: str,
+    labels: DatasetLabels | None = None,
+    lodo: CVResult | None = None,
+) -> Path:
+    """report.md + report.json + ROC / PR / confusion / reliability PNGs in ``out_dir``.
+
+    ``labels`` (default: one dataset) gives the per-dataset table; ``lodo`` a leave-one-dataset-out CV of
+    the same clips, reported per held-out dataset.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(
-        json.dumps(
-            _jsonable(
-                {
-                    "k": cv.k,
-                    "summary": cv.summary,
-                    "folds": cv.fold_reports,
-                    "best_epochs": cv.best_epochs,
-                    "wall_s": cv.wall_s,
-                }
-            ),
-            indent=2,
-        )
-    )
+    # without labels: one dataset, sources unknown here, so no statement of how folds were formed
+    formation = describe_folds(cv, labels) if labels is not None else []
+    labels = labels or DatasetLabels.single(np.full(len(y), "", dtype=object))
+    by_dataset = per_dataset(cv, y, labels)
+    doc: dict[str, Any] = {
+        "k": cv.k,
+        "summary": cv.summary,
+        "folds": cv.fold_reports,
+        "best_epochs": cv.best_epochs,
+        "wall_s": cv.wall_s,
+        "per_dataset": by_dataset,
+        "fold_formation": formation,
+    }
+    if lodo is not None:
+        doc["leave_one_dataset_out"] = {
+            "held_out": lodo.fold_names,
+            "per_dataset": per_dataset(lodo, y, labels),
+            "fold_formation": describe_folds(lodo, labels),
+            "wall_s": lodo.wall_s,
+        }
+    (out_dir / "report.json").write_text(json.dumps(_jsonable(doc), indent=2))
     plots = _plots(cv, y, out_dir)
     md = [
         f"# {title}",
         "",
         f"Grouped (by source) stratified {cv.k}-fold cross-validation, {len(y)} clips, wall time {cv.wall_s:.0f} s.",
         "",
+        *formation,
+        "",
+        "## Pooled (mean ± std over folds)",
+        "",
         cv_table(cv),
         "",
+        "## Per dataset (out-of-fold predictions, each clip decided at its fold's threshold)",
+        "",
+        dataset_table(by_dataset),
+        "",
     ]
+    if lodo is not None:
+        md += [
+            "## Leave one dataset out (scores on the held-out dataset)",
+            "",
+            *describe_folds(lodo, labels),
+            "",
+            dataset_table({n: v for n, v in doc["leave_one_dataset_out"]["per_dataset"].items() if n != "all"}),
+            "",
+        ]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
     return out_dir / "report.md"

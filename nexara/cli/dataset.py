@@ -36,7 +36,7 @@ def cmd_dataset_scan(args: argparse.Namespace) -> int:
         sources = [CsvSource(Path(s.csv), s.name, Path(s.root) if s.root else None) for s in ds_cfg.sources]
         entries = entries_from_csvs(sources, ds_cfg)
     else:
-        raise NexaraError("dataset scan needs DIR, --csv FILE (once per dataset) or dataset.sources in the config")
+        raise NexaraError("dataset scan needs DIR or --csv FILE")
     table = build_manifest(entries, ds_cfg, timeout_s=cfg.media.read_timeout_s)
     write_manifest(table, Path(args.out))
     n_err = sum(e is not None for e in table.column("error").to_pylist())

@@ -11,14 +11,23 @@ from nexara.cli.config import load_cfg
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.datasets import per_dataset
     from training.pipeline import run_evaluate
-    from training.report import cv_table
+    from training.report import cv_table, dataset_table
 
     cfg = load_cfg(args)
     k = args.cv or cfg.training.cv_folds
-    cv = run_evaluate(Path(args.features), Path(args.out), cfg, k=k)
-    sys.stdout.write(cv_table(cv) + "\n")
-    sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {cv.wall_s:.0f} s)\n")
+    manifest = Path(args.manifest) if args.manifest else None
+    ev = run_evaluate(Path(args.features), Path(args.out), cfg, k=k, lodo=args.lodo, manifest=manifest)
+    sys.stdout.write(cv_table(ev.cv) + "\n\nper dataset:\n")
+    sys.stdout.write(dataset_table(per_dataset(ev.cv, ev.y, ev.labels)) + "\n")
+    wall_s = ev.cv.wall_s
+    if ev.lodo is not None:
+        held_out = {n: v for n, v in per_dataset(ev.lodo, ev.y, ev.labels).items() if n != "all"}
+        sys.stdout.write("\nleave one dataset out (scored on the held-out dataset):\n")
+        sys.stdout.write(dataset_table(held_out) + "\n")
+        wall_s += ev.lodo.wall_s
+    sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {wall_s:.0f} s)\n")
     return 0
 
 
@@ -31,7 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.storage_path = args.storage
     k = args.cv or cfg.training.cv_folds
     version = args.version or time.strftime("%Y%m%d-%H%M%S")
-    cv, manifest = run_train(Path(args.features), Path(args.out), cfg, k=k, version=version)
+    dataset_manifest = Path(args.manifest) if args.manifest else None
+    cv, manifest = run_train(
+        Path(args.features), Path(args.out), cfg, k=k, version=version, dataset_manifest=dataset_manifest
+    )
     sys.stdout.write(cv_table(cv) + "\n")
     sys.stdout.write(
         f"model {manifest.version}: {Path(args.out)} ({len(manifest.members)} members, threshold "
@@ -40,11 +52,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+_MANIFEST_HELP = (
+    "dataset manifest the features came from, for per-dataset metrics and hard negatives "
+    "(default: manifest.parquet beside the feature folder, if there)"
+)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev = sub.add_parser("evaluate", help="grouped K-fold CV of every member, the ensemble and the baseline")
     ev.add_argument("features", help="feature store folder from `nexara features`")
     ev.add_argument("--cv", type=int, help="K (default training.cv_folds)")
     ev.add_argument("--out", default="runs/evaluate", help="report folder (report.md/json + PNG plots)")
+    ev.add_argument(
+        "--lodo",
+        action="store_true",
+        help="also leave one dataset out: train on all datasets but one, score the held-out one",
+    )
+    ev.add_argument("--manifest", help=_MANIFEST_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("train", help="CV, then Ray Train every member on all clips, then export a model")
@@ -53,4 +77,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--cv", type=int, help="K of the CV that calibrates the ensemble (default training.cv_folds)")
     tr.add_argument("--storage", help="Ray Train storage path (local folder or cloud URI)")
     tr.add_argument("--version", help="model version string (default: a timestamp)")
+    tr.add_argument("--manifest", help=_MANIFEST_HELP)
     tr.set_defaults(func=cmd_train)
