@@ -7,7 +7,7 @@ SHARED ?= ../shared
 CLIPS := $(SHARED)/data/surveillance-fight
 RUN ?= runs/demo
 
-.PHONY: demo-predict setup demo features evaluate model test test-slow test-all lint bench clean
+.PHONY: demo-predict setup demo features features-both evaluate-both evaluate model test test-slow test-all lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -46,6 +46,18 @@ demo-predict: setup
 features: setup
 	.venv/bin/nexara dataset scan --csv $(CLIPS)/clips.csv --out $(RUN)/manifest.parquet --folds 5
 	.venv/bin/nexara features $(RUN)/manifest.parquet --out $(RUN)/features
+
+# Both shared CCTV datasets in one manifest (dataset + hard_negative columns, 5 folds grouped over the
+# sources of both), then their feature store.
+VIOPERU := $(SHARED)/data/vioperu
+BOTH ?= runs/both
+features-both: setup
+	.venv/bin/nexara dataset scan --csv $(CLIPS)/clips.csv --csv $(VIOPERU)/clips.csv --out $(BOTH)/manifest.parquet --folds 5
+	.venv/bin/nexara features $(BOTH)/manifest.parquet --out $(BOTH)/features
+
+# Grouped CV over both datasets, reported per dataset, plus leave one dataset out.
+evaluate-both: features-both
+	.venv/bin/nexara evaluate $(BOTH)/features --cv 5 --lodo --manifest $(BOTH)/manifest.parquet --out $(BOTH)/evaluate
 
 evaluate: features
 	.venv/bin/nexara evaluate $(RUN)/features --cv 5 --out $(RUN)/evaluate
