@@ -9,6 +9,7 @@ member is refit on all of the fold's training clips for its median inner best ep
 shipped model from all clips. With ``inner_folds: 0`` one inner split of ``inner_val_frac`` does both
 (faster, noisier). The held-out fold is touched only for scoring. The plain baseline (logistic
 regression on mean + std + mean-abs-difference of the frame features) runs on the same folds.
+Leave one dataset out is the same procedure with given outer folds (one whole dataset held out each).
 """
 
 from __future__ import annotations
