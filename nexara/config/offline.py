@@ -38,14 +38,29 @@ class MediaConfig(Model):
 
 
 class ModelConfig(Model):
-    """Which frame backbone turns frames into features."""
+    """Which backbone (frame or clip) turns frames into features."""
 
-    backbone: str = Field("efficientnet_lite0", description="Registered backbone name (`nexara backbones`).")
+    backbone: str = Field(
+        "efficientnet_lite0", description="Registered backbone name, frame or clip kind (`nexara backbones`)."
+    )
     weights: str | None = Field(
         None, description="Path to a backbone state_dict; default: shipped/offline weights or the hub cache."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = CUDA when the worker has a GPU, else CPU."
+    )
+    frames_per_window: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="Clip backbones only: T frames evenly over each window (default: the backbone's profile).",
+    )
+    crop_px: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description="Clip backbones only: input crop size; the short side keeps the profile's ratio to it "
+        "(default: the backbone's profile).",
     )
 
 
@@ -131,6 +146,12 @@ class FeaturesConfig(Model):
     motion: bool = Field(
         True,
         description="Also store the clip's optical-flow motion statistics (nexara.motion) beside the CNN features.",
+    )
+    window_hop_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Clip backbones: hop between the windows (of `windows.window_s`) a clip is cut into, seconds.",
     )
 
     @model_validator(mode="after")

@@ -24,15 +24,23 @@ Frame indices are positions in presentation order (the order the decoder outputs
 Timestamps are seconds since the start of the video stream.
 """
 
-from nexara.media.clips import sample_clip
+from nexara.media.clips import sample_clip, sample_windows
 from nexara.media.container import open_container, open_video_stream
 from nexara.media.decode import decode_packets
 from nexara.media.frames import FrameIterator, iter_frames
 from nexara.media.probe import probe
 from nexara.media.resize import resize_frame
-from nexara.media.sampling import FpsSampler, sample_indices
+from nexara.media.sampling import FpsSampler, sample_indices, window_indices
 from nexara.media.sources import is_live_url, source_label, url_scheme
-from nexara.media.types import DecodedFrame, DecodeStats, ResizePolicy, SampledClip, Source, VideoInfo
+from nexara.media.types import (
+    DecodedFrame,
+    DecodeStats,
+    ResizePolicy,
+    SampledClip,
+    SampledWindows,
+    Source,
+    VideoInfo,
+)
 
 __all__ = [
     "DecodeStats",
@@ -41,6 +49,7 @@ __all__ = [
     "FrameIterator",
     "ResizePolicy",
     "SampledClip",
+    "SampledWindows",
     "Source",
     "VideoInfo",
     "decode_packets",
@@ -52,6 +61,8 @@ __all__ = [
     "resize_frame",
     "sample_clip",
     "sample_indices",
+    "sample_windows",
     "source_label",
     "url_scheme",
+    "window_indices",
 ]

@@ -1,11 +1,11 @@
-"""Fixed-length clips sampled evenly over a whole finite video: one demux-only counting pass, then
-one sequential decode that keeps only the target frames."""
+"""Fixed-length clips sampled evenly over a whole finite video, or over each of its windows: one
+demux-only counting pass, then one sequential decode that keeps only the target frames."""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import av
@@ -17,11 +17,11 @@ from nexara.media.decode import _Clock, _configure_decoder, _decoded_frames
 from nexara.media.demux import _PacketScan, _rewind, _scan_packets
 from nexara.media.probe import _make_info
 from nexara.media.resize import _check_policy, _check_size, _frame_to_rgb
-from nexara.media.sampling import sample_indices
+from nexara.media.sampling import sample_indices, window_indices
 from nexara.media.sources import _is_live, _label, _url_scheme
-from nexara.media.types import DecodeStats, ResizePolicy, SampledClip, Source
+from nexara.media.types import DecodeStats, ResizePolicy, SampledClip, SampledWindows, Source, VideoInfo
 
-__all__ = ["sample_clip"]
+__all__ = ["sample_clip", "sample_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,81 @@ def sample_clip(
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return _sample(
+        source,
+        lambda info: sample_indices(info.frame_count, num_frames),
+        size_hw=size_hw,
+        resize=resize,
+        timeout_s=timeout_s,
+        allow_truncated=allow_truncated,
+        threads=threads,
+    )
+
+
+def sample_windows(
+    source: Source,
+    *,
+    window_s: float,
+    hop_s: float,
+    num_frames: int,
+    size_hw: tuple[int, int] | None = (224, 224),
+    resize: ResizePolicy = "squash",
+    timeout_s: float = 10.0,
+    allow_truncated: bool = False,
+    threads: int = 0,
+) -> SampledWindows:
+    """Cut a finite video into windows of ``window_s`` seconds every ``hop_s`` seconds and sample
+    ``num_frames`` frames evenly over each (:func:`window_indices`: a video shorter than one window is
+    one window over all of it), in the one sequential decode of :func:`sample_clip` (whose other
+    arguments mean the same here)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+
+    def targets(info: VideoInfo) -> np.ndarray:
+        idx, _ = window_indices(info.frame_count, info.fps, window_s=window_s, hop_s=hop_s, num_frames=num_frames)
+        return idx.reshape(-1)
+
+    clip = _sample(
+        source,
+        targets,
+        size_hw=size_hw,
+        resize=resize,
+        timeout_s=timeout_s,
+        allow_truncated=allow_truncated,
+        threads=threads,
+    )
+    info = clip.info
+    _, bounds = window_indices(info.frame_count, info.fps, window_s=window_s, hop_s=hop_s, num_frames=num_frames)
+    w = len(bounds)
+    times = clip.times_s.reshape(w, num_frames)
+    if info.fps > 0:
+        start_s, end_s = bounds[:, 0] / info.fps, bounds[:, 1] / info.fps
+    else:  # no frame rate: the windows' own first and last frame times
+        start_s, end_s = times[:, 0], times[:, -1]
+    return SampledWindows(
+        frames=clip.frames.reshape(w, num_frames, *clip.frames.shape[1:]),
+        indices=clip.indices.reshape(w, num_frames),
+        times_s=times,
+        start_s=np.asarray(start_s, np.float64),
+        end_s=np.asarray(end_s, np.float64),
+        info=info,
+        decoded_frames=clip.decoded_frames,
+        corrupt_packets=clip.corrupt_packets,
+    )
+
+
+def _sample(
+    source: Source,
+    targets_for: Callable[[VideoInfo], np.ndarray],
+    *,
+    size_hw: tuple[int, int] | None,
+    resize: ResizePolicy,
+    timeout_s: float,
+    allow_truncated: bool,
+    threads: int,
+) -> SampledClip:
+    """The frames at ``targets_for(info)`` (presentation-order indices, any order, repeats allowed) in one
+    sequential decode; see :func:`sample_clip`."""
     _check_size(size_hw)
     _check_policy(resize)
     label = _label(source)
@@ -86,7 +161,7 @@ def sample_clip(
         pts_index = scan.pts if scan is not None and scan.pts is not None and len(scan.pts) == frame_count else None
         picked = _pick_targets(
             _decoded_frames(container, stream, stats, label, packets),
-            targets=sample_indices(frame_count, num_frames),
+            targets=targets_for(info),
             pts_index=pts_index,
             clock=_Clock(stream),
             size_hw=size_hw,

@@ -1,5 +1,5 @@
-"""Which frames to keep: at a frame rate from a stream of timestamps, or a fixed number spread over
-a whole video."""
+"""Which frames to keep: at a frame rate from a stream of timestamps, a fixed number spread over
+a whole video, or a fixed number spread over each of a video's windows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-__all__ = ["FpsSampler", "sample_indices"]
+__all__ = ["FpsSampler", "sample_indices", "window_indices"]
 
 
 class FpsSampler:
@@ -49,3 +49,26 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     if frame_count < 1 or num_frames < 1:
         raise ValueError(f"need frame_count >= 1 and num_frames >= 1, got {frame_count} and {num_frames}")
     return np.linspace(0, frame_count - 1, num_frames).round().astype(np.int64)
+
+
+def window_indices(
+    frame_count: int, fps: float, *, window_s: float, hop_s: float, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``window_s`` seconds every ``hop_s`` seconds over ``frame_count`` frames at ``fps``, with
+    ``num_frames`` indices spread evenly over each (its first and last frame included).
+
+    Windows start at frame 0 and every hop while they fit (a tail shorter than a hop is not covered,
+    as on a live stream); a video no longer than one window (or of unknown ``fps``) gives one window
+    over all of it. Returns (indices (W, num_frames) int64, bounds (W, 2) int64: first frame and one
+    past the last frame of each window).
+    """
+    if not (window_s > 0 and hop_s > 0):
+        raise ValueError(f"need window_s > 0 and hop_s > 0, got {window_s} and {hop_s}")
+    span = max(1, round(window_s * fps)) if fps > 0 else frame_count
+    if span >= frame_count:
+        starts = np.zeros(1, np.int64)
+        span = frame_count
+    else:
+        starts = np.arange(0, frame_count - span + 1, max(1, round(hop_s * fps)), dtype=np.int64)
+    indices = starts[:, None] + sample_indices(span, num_frames)[None, :]
+    return indices, np.stack([starts, starts + span], axis=1)

@@ -10,7 +10,7 @@ import numpy as np
 
 from nexara.config.offline import ResizePolicy
 
-__all__ = ["DecodeStats", "DecodedFrame", "ResizePolicy", "SampledClip", "Source", "VideoInfo"]
+__all__ = ["DecodeStats", "DecodedFrame", "ResizePolicy", "SampledClip", "SampledWindows", "Source", "VideoInfo"]
 
 Source = str | Path | bytes
 
@@ -49,6 +49,25 @@ class SampledClip:
     frames: np.ndarray
     indices: np.ndarray
     times_s: np.ndarray
+    info: VideoInfo
+    decoded_frames: int
+    corrupt_packets: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampledWindows:
+    """``W`` windows of ``T`` frames each, sampled by :func:`sample_windows`.
+
+    ``frames`` is (W, T, H, W, 3) uint8 RGB; ``indices`` and ``times_s`` (W, T) as in
+    :class:`SampledClip`; ``start_s`` / ``end_s`` (W,) the span each window covers, seconds since the
+    stream start (from frame positions and the stream's frame rate).
+    """
+
+    frames: np.ndarray
+    indices: np.ndarray
+    times_s: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
     info: VideoInfo
     decoded_frames: int
     corrupt_packets: int

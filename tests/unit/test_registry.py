@@ -40,5 +40,7 @@ def test_a_name_is_registered_once() -> None:
 
 def test_backbones_and_heads_share_the_registry() -> None:
     assert isinstance(BACKBONES, Registry) and isinstance(HEADS, Registry)
-    assert BACKBONES.names("frame") == BACKBONES.names()  # every backbone today reads single frames
+    # frame and clip backbones share the one registry, told apart by kind
+    assert sorted(BACKBONES.names("frame") + BACKBONES.names("clip")) == BACKBONES.names()
+    assert BACKBONES.names("clip") == ["i3d_kinetics400"]
     assert "efficientnet_lite0" in BACKBONES and "forest" in HEADS
