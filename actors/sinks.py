@@ -2,9 +2,12 @@
 printer. The event log (:mod:`actors.event_log`) is the first, durable sink; the webhook
 (:mod:`actors.webhook`) and the console come after it.
 
-Every message has an identity, ``{event_id}:{kind}:{seq}`` (:func:`idempotency_key`), and a webhook
-request is signed with ``X-Nexara-Signature: sha256=<hex HMAC-SHA256(secret, "{X-Nexara-Timestamp}." +
-body)>``; receivers check it with :func:`verify_signature`.
+Every message has an identity, ``{event_id}:{kind}:{seq}`` (:func:`idempotency_key`). A webhook request
+is signed per the Standard Webhooks spec (:func:`standard_signature`: ``webhook-id``, ``webhook-timestamp``,
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``, one signature per
+secret during key rotation, ``whsec_<base64 key>`` secrets), so any Standard Webhooks verifier checks it.
+The older ``X-Nexara-Signature: sha256=<hex HMAC-SHA256(secret, "{X-Nexara-Timestamp}." + body)>``
+(:func:`sign`, checked by :func:`verify_signature`) is still sent for receivers written against it.
 
 :class:`ConsoleSink` writes one human-readable line per event to a text stream (the CLI's printer).
 No Ray here: the stream actor owns the sinks.
@@ -12,6 +15,8 @@ No Ray here: the stream actor owns the sinks.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -19,7 +24,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TextIO
 
@@ -33,13 +38,21 @@ __all__ = [
     "Sink",
     "event_dict",
     "idempotency_key",
+    "parse_secrets",
     "sign",
+    "signing_key",
+    "standard_signature",
     "verify_signature",
 ]
 
 SIGNATURE_HEADER = "X-Nexara-Signature"
 TIMESTAMP_HEADER = "X-Nexara-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Standard Webhooks (https://www.standardwebhooks.com): lower-case, as the spec writes them.
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+WHSEC_PREFIX = "whsec_"
 
 
 class Sink(Protocol):
@@ -85,6 +98,43 @@ def secret_bytes(secret: str | bytes) -> bytes:
     if not isinstance(secret, bytes) or not secret:
         raise InvalidInputError("webhook secret must be a non-empty str or bytes")
     return secret
+
+
+def signing_key(secret: str | bytes) -> bytes:
+    """The HMAC key of a secret: ``whsec_<base64>`` decodes to its bytes (Standard Webhooks); any other
+    secret (the older plain form) is used as its UTF-8 bytes, which Standard Webhooks verifiers cannot
+    reproduce: :class:`actors.webhook.WebhookSink` warns about it."""
+    raw = secret_bytes(secret)
+    if not raw.startswith(WHSEC_PREFIX.encode()):
+        return raw
+    try:
+        body = raw[len(WHSEC_PREFIX) :]
+        key = base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)  # padding is optional
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("webhook secret 'whsec_…' must be followed by standard base64") from None
+    if not key:
+        raise InvalidInputError("webhook secret 'whsec_' has an empty key")
+    return key
+
+
+def parse_secrets(value: str) -> tuple[str, ...]:
+    """The secrets of one environment variable: separated by whitespace or commas, newest first (key
+    rotation: the receiver may know only one of them). ``whsec_`` base64 never contains either."""
+    secrets = tuple(s for s in value.replace(",", " ").split() if s)
+    if not secrets:
+        raise InvalidInputError("no webhook secret given")
+    for s in secrets:
+        signing_key(s)  # a malformed whsec_ secret fails here, at configuration time
+    return secrets
+
+
+def standard_signature(keys: Sequence[bytes], msg_id: str, timestamp: str, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}." + body)>``
+    for each key, space-separated (several during key rotation)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii") for key in keys
+    )
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: str) -> str:

@@ -27,10 +27,11 @@ from actors.event_log import EventLog
 from actors.grid import CellBox, GridSpec
 from actors.records import CellStatus, SourceStatus, WindowInfo, WindowResult
 from actors.scoring import Embed, Scorer, Vote
-from actors.sinks import Sink
+from actors.sinks import Sink, parse_secrets
 from actors.sources import LiveFrame, SourceConfig, StreamReader
 from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
 from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig
+from nexara.config.live import MqttConfig
 from nexara.errors import ConfigError, InvalidInputError
 
 __all__ = ["LiveModel", "SourceWorker", "worker_from_config"]
@@ -326,7 +327,8 @@ def worker_from_config(
     vote: Vote,
     extra_sinks: Sequence[Sink] = (),
 ) -> SourceWorker:
-    """A :class:`SourceWorker` for a resolved camera: event log, evidence clips and webhook inside ``run_dir``."""
+    """A :class:`SourceWorker` for a resolved camera: event log, evidence clips, webhook and MQTT sinks
+    (files inside ``run_dir``)."""
     import os
 
     from nexara.config import expand_env
@@ -338,15 +340,16 @@ def worker_from_config(
         from actors.webhook import WebhookSink
 
         w = sinks_cfg.webhook
-        secret = None
+        secrets = None
         if w.secret_env:
-            secret = os.environ.get(w.secret_env)
-            if not secret:
+            value = os.environ.get(w.secret_env)
+            if not value:
                 raise ConfigError(f"sinks.webhook.secret_env names {w.secret_env}, which is not set")
+            secrets = parse_secrets(value)  # several during key rotation, newest first
         sinks.append(
             WebhookSink(
                 expand_env(w.url),
-                secret=secret,
+                secret=secrets,
                 timeout_s=w.timeout_s,
                 max_attempts=w.max_attempts,
                 backoff_initial_s=w.backoff_initial_s,
@@ -354,6 +357,8 @@ def worker_from_config(
                 dead_letter_path=run / "webhook-dead-letter.jsonl",
             )
         )
+    if sinks_cfg.mqtt is not None:
+        sinks.append(mqtt_sink(sinks_cfg.mqtt, camera))
     recorder = None
     if sinks_cfg.clips:
         from actors.recorder import ClipRecorder
@@ -376,4 +381,42 @@ def worker_from_config(
         event_log=EventLog(run / sinks_cfg.event_log),
         sinks=sinks,
         recorder=recorder,
+    )
+
+
+def mqtt_sink(m: MqttConfig, camera: ResolvedCamera) -> Sink:
+    """The MQTT sink of ``sinks.mqtt`` for one source. Its cameras (the source, or a wall's named
+    cells) are announced to Home Assistant at connect; other cells when their first event comes."""
+    import os
+
+    from actors.mqtt import MqttSink, MqttTls
+    from nexara.config import expand_env
+
+    password = None
+    if m.password_env:
+        password = os.environ.get(m.password_env)
+        if not password:
+            raise ConfigError(f"sinks.mqtt.password_env names {m.password_env}, which is not set")
+    g = camera.camera.grid
+    cameras = list(g.cell_ids) if g.cell_ids else ([camera.id] if g.cell_count == 1 else [])
+    tls = None
+    if m.uses_tls:
+        tls = MqttTls(
+            ca_file=m.tls_ca_file, cert_file=m.tls_cert_file, key_file=m.tls_key_file, insecure=m.tls_insecure
+        )
+    return MqttSink(
+        expand_env(m.host),
+        m.port,
+        client_id=m.client_id or f"{m.node_id}-{camera.id}",
+        topic_prefix=m.topic_prefix,
+        cameras=cameras,
+        discovery=m.discovery,
+        discovery_prefix=m.discovery_prefix,
+        node_id=m.node_id,
+        username=m.username,
+        password=password,
+        tls=tls,
+        keepalive_s=m.keepalive_s,
+        queue_size=m.queue_size,
+        reconnect_max_s=m.reconnect_max_s,
     )

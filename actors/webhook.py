@@ -8,9 +8,12 @@ honoured, capped at ``backoff_max_s``). Any other non-2xx answer is permanent. A
 delivered (permanent error, attempts used up, queue full, sink closed) is appended to a dead-letter
 JSON Lines file, one fsynced line each, so nothing is dropped silently.
 
-Every request carries ``Idempotency-Key: {event_id}:{kind}:{seq}`` (a retry of a request the
-receiver did get must be dropped by the receiver) and, when a secret is set, the signature of
-:func:`actors.sinks.sign`.
+Every request carries the Standard Webhooks headers: ``webhook-id: {event_id}:{kind}:{seq}`` (the
+idempotency key: a retry of a request the receiver did get must be dropped by the receiver),
+``webhook-timestamp`` (unix seconds of this attempt) and, when secrets are set, ``webhook-signature``
+(:func:`actors.sinks.standard_signature`, one ``v1,`` signature per secret during key rotation). The
+older ``Idempotency-Key``/``X-Nexara-Timestamp``/``X-Nexara-Signature`` (:func:`actors.sinks.sign`, with
+the first secret) are still sent for receivers written against them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -38,10 +41,16 @@ from actors.sinks import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    WHSEC_PREFIX,
     event_dict,
     idempotency_key,
     secret_bytes,
     sign,
+    signing_key,
+    standard_signature,
 )
 from nexara.errors import InvalidInputError
 
@@ -88,14 +97,16 @@ class WebhookSink:
 
     ``dead_letter_path`` (created with its folder) receives, per undelivered event, one line
     ``{"event", "url", "attempts", "last_error", "failed_unix_s"}``. ``headers`` are added to every
-    request (the sink's own headers win on a clash).
+    request (the sink's own headers win on a clash). ``secret`` is one secret or several (key rotation,
+    newest first), each ``whsec_<base64 key>``; a plain secret still works but only the older
+    ``X-Nexara-Signature`` can be checked with it (a warning says so).
     """
 
     def __init__(
         self,
         url: str,
         *,
-        secret: str | bytes | None = None,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         timeout_s: float = 5.0,
         max_attempts: int = 6,
         backoff_initial_s: float = 0.5,
@@ -132,7 +143,16 @@ class WebhookSink:
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
         self.dead_letter_path = Path(dead_letter_path)
-        self._secret = secret_bytes(secret) if secret is not None else None
+        secrets = _secrets(secret)
+        self._secret = secret_bytes(secrets[0]) if secrets else None  # the older header: newest secret
+        self._keys = tuple(signing_key(s) for s in secrets)
+        plain = [i for i, s in enumerate(secrets) if not secret_bytes(s).startswith(WHSEC_PREFIX.encode())]
+        if plain:
+            logger.warning(
+                "webhook secret(s) %s are not 'whsec_<base64>': Standard Webhooks receivers cannot verify "
+                "their webhook-signature (X-Nexara-Signature still works)",
+                plain,
+            )
         self._extra_headers = extra
 
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,9 +333,12 @@ class WebhookSink:
         headers = dict(self._extra_headers)
         timestamp = str(int(time.time()))
         headers["Content-Type"] = "application/json"
+        headers[WEBHOOK_ID_HEADER] = item.key
+        headers[WEBHOOK_TIMESTAMP_HEADER] = timestamp
         headers[IDEMPOTENCY_HEADER] = item.key
         headers[TIMESTAMP_HEADER] = timestamp
         if self._secret is not None:
+            headers[WEBHOOK_SIGNATURE_HEADER] = standard_signature(self._keys, item.key, timestamp, item.body)
             headers[SIGNATURE_HEADER] = sign(self._secret, item.body, timestamp)
         return self._client.post(self.url, content=item.body, headers=headers, timeout=timeout)
 
@@ -369,6 +392,17 @@ class WebhookSink:
                 return
         with self._lock:
             self._counts["dead_lettered"] += 1
+
+
+def _secrets(secret: str | bytes | Sequence[str | bytes] | None) -> tuple[str | bytes, ...]:
+    if secret is None:
+        return ()
+    if isinstance(secret, (str, bytes)):
+        return (secret,)
+    secrets = tuple(secret)
+    if not secrets:
+        raise InvalidInputError("webhook secret list is empty (give None for unsigned requests)")
+    return secrets
 
 
 def _is_number(value: object) -> bool:

@@ -20,6 +20,13 @@ from nexara.config.base import (
     error_loc,
     error_msg,
 )
+from nexara.source_policy import (
+    DEFAULT_DENIED_NETWORKS,
+    DEFAULT_DENIED_PORTS,
+    DEFAULT_OPTIONS,
+    DEFAULT_SCHEMES,
+    parse_network,
+)
 
 
 class GridConfig(Frozen):
@@ -64,6 +71,53 @@ class GridConfig(Frozen):
         return self
 
 
+class SourcePolicySection(Frozen):
+    """Which sources a camera added over the HTTP API may name (:mod:`nexara.source_policy`). Cameras of
+    the config file are the operator's and are not checked (unless they set ``source_policy`` themselves)."""
+
+    schemes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCHEMES), description="URL schemes allowed (files: see file_roots)."
+    )
+    file_roots: list[str] = Field(
+        default_factory=list, description="Absolute folders whose files may be opened (default: no local file)."
+    )
+    denied_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_NETWORKS),
+        description="Networks no address of a source host may lie in: loopback, link-local, cloud metadata...",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="Exceptions to denied_networks (e.g. 127.0.0.1/32 for a local test server)."
+    )
+    denied_ports: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_PORTS), description="Ports refused on every host (Ray's own)."
+    )
+    formats: list[str] = Field(
+        default_factory=list, description="FFmpeg input formats (devices: v4l2, x11grab...) a caller may use."
+    )
+    options: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OPTIONS), description="FFmpeg option keys a caller may set."
+    )
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> SourcePolicySection:
+        for i, scheme in enumerate(self.schemes):
+            if scheme != scheme.lower() or not re.fullmatch(r"[a-z][a-z0-9+.\-]*", scheme) or scheme == "file":
+                raise RuleError(("schemes", i), f"{scheme!r}: a lower-case URL scheme; local files go in file_roots")
+        for i, root in enumerate(self.file_roots):
+            if not root.startswith("/"):
+                raise RuleError(("file_roots", i), f"{root!r} must be an absolute folder")
+        for key in ("denied_networks", "allowed_networks"):
+            for i, net in enumerate(getattr(self, key)):
+                try:
+                    parse_network(net)
+                except ValueError as exc:
+                    raise RuleError((key, i), str(exc)) from None
+        for i, port in enumerate(self.denied_ports):
+            if not 0 < port < 65_536:
+                raise RuleError(("denied_ports", i), f"{port} is not a TCP port")
+        return self
+
+
 class SourceSettings(Frozen):
     """Where a source's video comes from and how to keep reading it (the reader's part of a camera)."""
 
@@ -84,6 +138,10 @@ class SourceSettings(Frozen):
         0.5, gt=0, le=3600, description="First reconnect delay; doubles up to backoff_max_s."
     )
     backoff_max_s: float = Field(30.0, gt=0, le=86_400, description="Longest reconnect delay (full jitter below it).")
+    source_policy: SourcePolicySection | None = Field(
+        None,
+        description="Checked before every (re)connect; the HTTP API sets it to serve.source_policy (config cameras: unset).",  # noqa: E501
+    )
 
     @model_validator(mode="after")
     def _check_source(self) -> SourceSettings:
@@ -276,6 +334,13 @@ class EnsembleServeConfig(BatchConfig):
         return self
 
 
+class RateLimitConfig(Frozen):
+    """Per-token limit on POST requests (a token bucket in each ingress replica)."""
+
+    per_minute: float = Field(120.0, ge=0, le=1_000_000, description="Sustained POSTs per minute; 0 turns it off.")
+    burst: int = Field(30, ge=1, le=1_000_000, description="POSTs allowed at once before the rate applies.")
+
+
 class ServeSection(Model):
     """The Ray Serve application (`nexara serve`, `nexara serve build`, `nexara watch`)."""
 
@@ -293,17 +358,60 @@ class ServeSection(Model):
     camera_start_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="Seconds a new camera may take to start before it is refused (503)."
     )
+    source_policy: SourcePolicySection = Field(default_factory=SourcePolicySection)  # type: ignore[arg-type]
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
+    max_json_kb: float = Field(64.0, gt=0, le=100_000, description="Largest JSON body (POST /v1/cameras).")
     backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
     ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
 
 
 class WebhookConfig(Frozen):
     url: str = Field(description="Receiver URL (http/https; ${ENV} allowed).")
-    secret_env: str | None = Field(None, description="Environment variable holding the HMAC-SHA256 secret.")
+    secret_env: str | None = Field(
+        None,
+        description="Environment variable holding the signing secret(s), `whsec_<base64>` (Standard Webhooks); "
+        "during key rotation several, newest first, separated by spaces.",
+    )
     timeout_s: float = Field(5.0, gt=0, le=600)
     max_attempts: int = Field(6, ge=1, le=100)
     backoff_initial_s: float = Field(0.5, gt=0, le=3600)
     backoff_max_s: float = Field(30.0, gt=0, le=86_400)
+
+
+class MqttConfig(Frozen):
+    """An MQTT broker that gets every event, a per-camera ON/OFF state and Home Assistant discovery."""
+
+    host: str = Field(description="Broker host name or address (${ENV} allowed).")
+    port: int = Field(1883, ge=1, le=65_535, description="Broker port (8883 is the usual TLS port).")
+    client_id: str | None = Field(None, description="MQTT client id (default: <node_id>-<source id>).")
+    topic_prefix: str = Field(
+        "nexara", pattern=r"^[^#+]+$", description="Prefix of the `available`, `events` and per-camera topics."
+    )
+    discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery (one binary sensor per camera).")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$", description="Home Assistant discovery prefix.")
+    node_id: str = Field("nexara", pattern=r"^[A-Za-z0-9_-]+$", description="Node id in discovery topics and ids.")
+    username: str | None = Field(None, description="User name (the password comes from password_env).")
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    tls: bool = Field(False, description="Connect with TLS (implied by any tls_* file).")
+    tls_ca_file: str | None = Field(None, description="CA bundle the broker certificate is checked against.")
+    tls_cert_file: str | None = Field(None, description="Client certificate (with tls_key_file).")
+    tls_key_file: str | None = Field(None, description="Client private key (with tls_cert_file).")
+    tls_insecure: bool = Field(False, description="Skip the broker host name check (self-signed test brokers).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; the last will fires after ~1.5x.")
+    queue_size: int = Field(1000, ge=1, le=1_000_000, description="Messages held while the broker is away.")
+    reconnect_max_s: float = Field(30.0, ge=1, le=3600, description="Longest wait between reconnect attempts.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttConfig:
+        if self.password_env and not self.username:
+            raise RuleError(("password_env",), "password_env needs username")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise RuleError(("tls_cert_file",), "tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any((self.tls_ca_file, self.tls_cert_file, self.tls_insecure))
 
 
 class SinksSection(Frozen):
@@ -315,4 +423,5 @@ class SinksSection(Frozen):
     clip_pre_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence before the alert start.")
     clip_post_s: float = Field(5.0, ge=0, le=600, description="Seconds of evidence after the alert start.")
     webhook: WebhookConfig | None = None
+    mqtt: MqttConfig | None = None
     console: bool = Field(True, description="Print events in `nexara watch`.")
