@@ -26,6 +26,11 @@ or a capture device with an FFmpeg input ``format``) into an endless iterator of
 
 A blocked network read is bounded by ``read_timeout_s``; ``stop`` is checked between packets and
 interrupts the pacing and backoff waits at once.
+
+A source with a ``source_policy`` (every camera added over the HTTP API) is checked again before every
+(re)connect (:func:`nexara.source_policy.check_source`: a host name that now resolves to a refused
+address fails the source for good, state ``"failed"``, no retry) and is opened with FFmpeg's
+``protocol_whitelist`` limited to the protocols its scheme needs (``file`` only for files).
 """
 
 from __future__ import annotations
@@ -47,7 +52,13 @@ import numpy as np
 from pydantic import Field
 
 from nexara.config import ResolvedCamera, SourceSettings, expand_env
-from nexara.errors import EmptyVideoError, InvalidInputError, MediaError, SourceUnreachableError
+from nexara.errors import (
+    EmptyVideoError,
+    InvalidInputError,
+    MediaError,
+    SourceNotAllowedError,
+    SourceUnreachableError,
+)
 from nexara.media import (
     DecodeStats,
     FpsSampler,
@@ -57,6 +68,7 @@ from nexara.media import (
     source_label,
     url_scheme,
 )
+from nexara.source_policy import check_source, protocol_whitelist
 
 __all__ = ["Backoff", "LiveFrame", "Pacing", "SourceConfig", "StreamReader", "StreamState"]
 
@@ -123,6 +135,13 @@ class SourceConfig(SourceSettings):
     def paced(self) -> bool:
         """Whether frames are held back to their stream times (realtime pacing of a non-live source)."""
         return self.pacing == "realtime" and not self.is_live
+
+    @property
+    def open_options(self) -> dict[str, str]:
+        """FFmpeg options of every open: ``options``, plus the protocol whitelist of a policed source."""
+        if self.source_policy is None:
+            return dict(self.options)
+        return {**self.options, "protocol_whitelist": protocol_whitelist(self.url)}
 
     def backoff(self, rng: random.Random | None = None) -> Backoff:
         return Backoff(self.backoff_initial_s, self.backoff_max_s, self.jitter, rng=rng)
@@ -298,9 +317,11 @@ class StreamReader:
         try:
             while not self._stop.is_set():
                 self._set_state("connecting")
+                if not self._allowed():
+                    return
                 try:
                     container, stream = open_video_stream(
-                        cfg.url, timeout_s=cfg.read_timeout_s, options=cfg.options, input_format=cfg.format
+                        cfg.url, timeout_s=cfg.read_timeout_s, options=cfg.open_options, input_format=cfg.format
                     )
                 except MediaError as exc:
                     if not self._retry(exc, reconnect):
@@ -339,6 +360,21 @@ class StreamReader:
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 self._set_state("failed")
             raise
+
+    def _allowed(self) -> bool:
+        """The source policy's check before a connect (DNS may have changed since the last one); a
+        refusal ends the reader as failed, with the generic message (the reason goes to the log)."""
+        policy = self.cfg.source_policy
+        if policy is None:
+            return True
+        try:
+            check_source(policy, self.cfg.url, input_format=self.cfg.format, options=self.cfg.options)
+        except SourceNotAllowedError as exc:
+            logger.error("%s: refused by the source policy: %s", self.label, exc.reason)
+            self._last_error = str(exc)
+            self._set_state("failed")
+            return False
+        return True
 
     def _retry(self, exc: MediaError, reconnect: bool) -> bool:
         """After a failure: raise it (no reconnects), give up (False) or wait the backoff (True)."""

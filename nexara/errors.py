@@ -63,6 +63,35 @@ class ApiError(_CodedError):
     code = "bad_request"
 
 
+class RateLimitedError(ApiError):
+    """Too many POST requests with one token (``serve.rate_limit``); ``retry_after_s`` says when to retry."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: float, message: str) -> None:
+        super().__init__(RateLimitedError.code, message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type, tuple[float, str]]:
+        return (type(self), (self.retry_after_s, self.message))
+
+
+class SourceNotAllowedError(NexaraError):
+    """A camera source the server's source policy refuses (:mod:`nexara.source_policy`). The message is
+    the same for every reason, so a caller cannot probe which files exist or what an address serves;
+    ``reason`` says why, for the server's own log only."""
+
+    code = "source_not_allowed"
+    public_message = "this source is not allowed by the server's source policy (serve.source_policy)"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.public_message
+
+
 # --- media -------------------------------------------------------------------------------------
 
 
@@ -184,6 +213,9 @@ HTTP_STATUS: dict[str, int] = {
     "camera_failed": 400,
     "invalid_camera": 422,
     "source_not_found": 422,
+    # one status for every refused source (422 like the other unusable camera sources: it says nothing more)
+    "source_not_allowed": 422,
+    "rate_limited": 429,
     "camera_not_found": 404,
     "camera_exists": 409,
     "no_capacity": 503,

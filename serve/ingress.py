@@ -2,11 +2,14 @@
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` where the token comes from the
 environment variable named by ``serve.token_env``. Errors are JSON ``{"error": {"code", "message"}}``;
-bad input gets a 4xx, never a 500.
+bad input gets a 4xx, never a 500. POST routes are rate limited per token (``serve.rate_limit``: 429
+with Retry-After); a camera's source must pass ``serve.source_policy`` (:mod:`nexara.source_policy`),
+and every refused source gets the same answer (see SECURITY.md).
 """
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import time
@@ -20,7 +23,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nexara.errors import ApiError, CameraError, MediaError, NexaraError, http_status
+from nexara.errors import (
+    ApiError,
+    CameraError,
+    MediaError,
+    NexaraError,
+    RateLimitedError,
+    SourceNotAllowedError,
+    http_status,
+)
+from nexara.media import source_label
+from nexara.source_policy import check_source
+from serve.rate_limit import RateLimiter
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,6 +49,8 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 async def _nexara_error(_: Request, exc: NexaraError) -> JSONResponse:
     status = http_status(exc.code)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": RateLimiter.retry_after_header(exc.retry_after_s)}
     message = exc.reason if isinstance(exc, MediaError) else str(exc)
     return _error(status, exc.code, message, headers)
 
@@ -82,6 +98,8 @@ class Ingress:
         self.ensemble = ensemble
         self.manifest = read_manifest(self.cfg.serve.model_dir or DEFAULT_MODEL_DIR)
         self.max_upload = int(self.cfg.serve.max_upload_mb * 1024 * 1024)
+        self.max_json = int(self.cfg.serve.max_json_kb * 1024)
+        self.limiter = RateLimiter(self.cfg.serve.rate_limit.per_minute, self.cfg.serve.rate_limit.burst)
         self.manager = get_or_create_manager(settings, run_dir, app_name)
         self._info: dict[str, Any] | None = None
 
@@ -94,29 +112,60 @@ class Ingress:
             raise ApiError("unauthorized", "missing bearer token (Authorization: Bearer <token>)")
         if not hmac.compare_digest(token.strip().encode(), self._token):
             raise ApiError("unauthorized", "invalid bearer token")
+        if request.method == "POST":
+            wait_s = self.limiter.acquire(token.strip())
+            if wait_s > 0:
+                raise RateLimitedError(wait_s, f"too many requests with this token; retry in {wait_s:.1f} s")
+
+    async def _check_source(self, camera: dict[str, Any]) -> dict[str, Any]:
+        """The camera with ``source_policy`` set to the server's (the stream reader checks it again at
+        every connect); a source the policy refuses raises one generic error, its reason only logged."""
+        policy = self.cfg.serve.source_policy
+        url, fmt, options = camera.get("url"), camera.get("format"), camera.get("options")
+        if isinstance(url, str):  # a missing or mistyped field is left to the camera schema (422)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    lambda: check_source(
+                        policy,
+                        url,
+                        input_format=fmt if isinstance(fmt, str) else None,
+                        options=options if isinstance(options, dict) else None,
+                    ),
+                )
+            except SourceNotAllowedError as exc:
+                logger.warning("camera %r refused (%s): %s", camera.get("id"), source_label(url), exc.reason)
+                raise ApiError(
+                    "source_not_allowed", f"camera {camera.get('id')}: {SourceNotAllowedError.public_message}"
+                ) from None
+        return {**camera, "source_policy": policy.model_dump(mode="json")}
 
     async def _manager_info(self) -> dict[str, Any]:
         if self._info is None:
             self._info = await self.manager.info.remote()
         return self._info
 
-    async def _read_upload(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, limit: int) -> bytes:
+        """The request body, refused (413) past ``limit`` bytes before it is all read."""
         length = request.headers.get("content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
                 raise ApiError("bad_content_length", f"Content-Length is not a number: {length!r}") from None
-            if declared > self.max_upload:
-                raise ApiError("upload_too_large", f"upload is {declared} bytes; the limit is {self.max_upload} bytes")
+            if declared > limit:
+                raise ApiError("upload_too_large", f"upload is {declared} bytes; the limit is {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_upload:
-                raise ApiError("upload_too_large", f"upload exceeds the limit of {self.max_upload} bytes")
+            if size > limit:
+                raise ApiError("upload_too_large", f"upload exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def _read_upload(self, request: Request) -> bytes:
+        body = await self._read_body(request, self.max_upload)
         if not body:
             raise ApiError("empty_upload", "the request body is empty: send the video bytes as the body")
         return body
@@ -169,11 +218,12 @@ class Ingress:
     async def add_camera(self, request: Request) -> dict[str, Any]:
         self._auth(request)
         try:
-            camera = await request.json()
-        except Exception:
+            camera = json.loads(await self._read_body(request, self.max_json))
+        except ValueError:  # JSON and UTF-8 errors; an empty body too
             raise ApiError("invalid_json", "the body must be a JSON camera object") from None
         if not isinstance(camera, dict):
             raise ApiError("invalid_camera", "the body must be a JSON object with at least id and url")
+        camera = await self._check_source(camera)
         try:
             return (await self.manager.add.remote(camera)).to_dict()
         except Exception as exc:
