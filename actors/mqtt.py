@@ -118,7 +118,9 @@ class MqttSink:
         self._open: dict[str, set[str]] = {}  # camera -> event ids alerting (a wall cell has one at a time)
         self._counts = {"submitted": 0, "delivered": 0, "dropped": 0, "connects": 0}
         self._pending = 0
-        self._in_flight: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho, not yet acknowledged
+        self._in_flight: deque[tuple[int, bool]] = deque()  # (message id, counted): handed to paho, not acked
+        self._acked: set[int] = set()
+        self._announce = threading.Event()  # set on connect: online, discovery and states are due
         self._accepting = True
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -141,9 +143,9 @@ class MqttSink:
             client.tls_insecure_set(tls.insecure)
         client.will_set(self.availability_topic, OFFLINE, qos=_QOS, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(reconnect_max_s)))
-        client.max_queued_messages_set(queue_size)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         self._client = client
         for camera in cameras:
             self._add_camera(camera)
@@ -241,6 +243,7 @@ class MqttSink:
                 logger.warning("mqtt offline not published at close: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
+        self._connected.clear()
         logger.info("mqtt sink %s:%d closed: %s", self.host, self.port, self.stats())
 
     def __enter__(self) -> MqttSink:
@@ -308,25 +311,37 @@ class MqttSink:
             with self._lock:
                 self._pending -= 1
                 self._counts["dropped"] += 1
-            logger.warning(
-                "mqtt queue full (%d); %s of event %s dropped", self._queue.maxsize, message.topic, message.key
-            )
+                dropped = self._counts["dropped"]
+            if _is_power_of_ten(dropped):  # a broker away for long must not flood the log
+                logger.warning(
+                    "mqtt queue full (%d): %s of event %s dropped (%d dropped so far)",
+                    self._queue.maxsize,
+                    message.topic,
+                    message.key,
+                    dropped,
+                )
 
     def _run(self) -> None:
+        """The only thread that publishes while open (paho's network thread only reads and writes the
+        socket), so every message's id is recorded before its acknowledgement can be counted."""
         while not self._stop.is_set():
             if not self._connected.wait(0.2):
                 continue  # held in the queue while the broker is away
+            if self._announce.is_set():
+                self._announce.clear()
+                self._publish_announcements()
+            with self._lock:
+                self._reap()
+                backlog = len(self._in_flight)
+            if backlog >= self._queue.maxsize:
+                time.sleep(0.02)  # a broker that does not acknowledge: hold here, the queue bounds the rest
+                continue
             try:
                 message = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                info = self._client.publish(message.topic, message.payload, qos=_QOS, retain=message.retain)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    raise RuntimeError(mqtt.error_string(info.rc))
-                # NO_CONN: paho keeps a QoS 1 message queued and sends it after the reconnect.
-                with self._lock:
-                    self._in_flight.append(info)
+                self._publish(message.topic, message.payload, retain=message.retain, counted=True)
             except Exception as exc:  # never let the worker die: the drop must still be counted
                 logger.error("mqtt publish of %s (event %s) failed: %r", message.topic, message.key, exc)
                 with self._lock:
@@ -335,19 +350,37 @@ class MqttSink:
                 with self._lock:
                     self._pending -= 1
 
+    def _publish(self, topic: str, payload: bytes | str, *, retain: bool, counted: bool) -> None:
+        info = self._client.publish(topic, payload, qos=_QOS, retain=retain)
+        # NO_CONN: the connection dropped meanwhile; paho keeps the QoS 1 message and resends it.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise RuntimeError(mqtt.error_string(info.rc))
+        with self._lock:
+            self._in_flight.append((info.mid, counted))
+
+    def _publish_announcements(self) -> None:
+        """``online``, the discovery configs and the current states, on every (re)connect."""
+        with self._lock:
+            states = [(c, self._states[c]) for c in self._cameras]
+        try:
+            self._publish(self.availability_topic, ONLINE, retain=True, counted=False)
+            for camera, state in states:
+                if self.discovery:
+                    self._publish(
+                        self.discovery_topic(camera), self._discovery_payload(camera), retain=True, counted=False
+                    )
+                self._publish(self.state_topic(camera), state, retain=True, counted=False)
+        except RuntimeError as exc:
+            logger.error("mqtt announcements not published: %s", exc)
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             logger.warning("mqtt broker %s:%d refused the connection: %s", self.host, self.port, reason)
             return
         with self._lock:
             self._counts["connects"] += 1
-            states = [(c, self._states[c]) for c in self._cameras]
         logger.info("mqtt connected to %s:%d", self.host, self.port)
-        client.publish(self.availability_topic, ONLINE, qos=_QOS, retain=True)
-        for camera, state in states:
-            if self.discovery:
-                client.publish(self.discovery_topic(camera), self._discovery_payload(camera), qos=_QOS, retain=True)
-            client.publish(self.state_topic(camera), state, qos=_QOS, retain=True)
+        self._announce.set()  # before the worker may publish anything else
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -355,9 +388,21 @@ class MqttSink:
         if reason.is_failure:
             logger.warning("mqtt connection to %s:%d lost (%s); reconnecting", self.host, self.port, reason)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # Never call paho under self._lock: paho may hold its own lock while calling back here.
+        with self._lock:
+            self._acked.add(mid)
+
     def _reap(self) -> None:
-        """Count acknowledged messages (caller holds the lock). Acks come in order, so stop at the first
-        unacknowledged one."""
-        while self._in_flight and self._in_flight[0].is_published():
-            self._in_flight.popleft()
-            self._counts["delivered"] += 1
+        """Count acknowledged messages (caller holds the lock), oldest first: an acknowledgement may
+        arrive before the worker recorded the message's id, hence the set."""
+        while self._in_flight and self._in_flight[0][0] in self._acked:
+            mid, counted = self._in_flight.popleft()
+            self._acked.discard(mid)
+            self._counts["delivered"] += counted
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
