@@ -3,7 +3,9 @@
 A manifest folder holds ``manifest.json`` plus one ``<member>.pt`` state_dict per ensemble member. The
 JSON names the members (head config, weights file and its sha256), the voting rule and weights, the
 calibration temperature, the decision threshold, confidence tiers, the backbone id with its
-preprocessing spec and hash, T, a training-data summary and the cross-validation metrics.
+preprocessing spec and hash, T, a training-data summary and the cross-validation metrics. A model on a
+clip backbone also records its clip spec (``clip``: T frames evenly over a window of ``window_s``, short
+side, centre crop, value range, and their hash): the live path must cut windows exactly so.
 
 :func:`feature_config` turns a manifest into the one record every inference path (``nexara predict``,
 batch predict on Ray Data, the Serve app, the stream actors) computes a clip's features from.
@@ -24,7 +26,7 @@ from nexara.config.offline import ResizePolicy
 from nexara.errors import ModelError
 
 if TYPE_CHECKING:  # both import heavier modules (cv2, torch) than reading a manifest needs
-    from nexara.backbones.spec import PreprocessSpec
+    from nexara.backbones.spec import ClipSpec, PreprocessSpec
     from nexara.motion import MotionSpec
 
 MANIFEST_FILE = "manifest.json"
@@ -59,6 +61,24 @@ class PreprocessingEntry(_Model):
     hash: str
 
 
+class ClipPreprocessingEntry(_Model):
+    """A :class:`~nexara.backbones.spec.ClipSpec` as recorded in a manifest, with its hash."""
+
+    num_frames: int = Field(ge=1)
+    window_s: float = Field(gt=0)
+    sampling: Literal["evenly"]
+    short_side_px: int = Field(ge=1)
+    crop_px: int = Field(ge=1)
+    crop: Literal["center_crop"]
+    value_range: tuple[float, float]
+    channels: Literal["rgb"] = "rgb"
+    hash: str
+
+    @classmethod
+    def from_spec(cls, spec: ClipSpec) -> ClipPreprocessingEntry:
+        return cls(**spec.to_dict(), hash=spec.hash())
+
+
 class ModelManifest(_Model):
     format_version: int = FORMAT_VERSION
     version: str = Field(description="Model version string shown in verdicts and /v1/model.")
@@ -68,6 +88,9 @@ class ModelManifest(_Model):
     frames_per_clip: int = Field(ge=1)
     feature_dim: int = Field(ge=1)
     motion: MotionEntry | None = Field(None, description="Motion statistics spec, when a member reads them.")
+    clip: ClipPreprocessingEntry | None = Field(
+        None, description="Clip spec (T, window, crop) when `backbone` is a clip backbone; None for frame backbones."
+    )
     members: list[MemberEntry] = Field(min_length=1)
     vote: Literal["soft", "majority", "k_of_n"] = "soft"
     vote_k: int | None = None
@@ -90,6 +113,10 @@ class ModelManifest(_Model):
             raise ValueError("a member reads the motion input but the manifest has no motion entry")
         if self.vote == "k_of_n" and not (self.vote_k and 1 <= self.vote_k <= len(self.members)):
             raise ValueError("vote k_of_n needs 1 <= vote_k <= number of members")
+        if self.clip is not None and self.clip.num_frames != self.frames_per_clip:
+            raise ValueError(
+                f"frames_per_clip {self.frames_per_clip} differs from the clip spec's {self.clip.num_frames}"
+            )
         return self
 
 
@@ -151,10 +178,25 @@ class FeatureConfig:
     resize: ResizePolicy
     preprocessing_hash: str
     motion: MotionSpec | None
+    clip: ClipSpec | None = None  # the clip spec, for a model on a clip backbone (already checked against its hash)
 
     @property
     def needs_motion(self) -> bool:
         return self.motion is not None
+
+    def check_clip_spec(self, name: str, spec: ClipSpec) -> None:
+        """Fail at start-up when windows would be cut or embedded otherwise than the model was trained on
+        (another clip backbone, or another T, window length, crop or value range), naming both recipes."""
+        if self.clip is None:
+            raise ModelError(
+                f"model {self.model_version} reads frame features from {self.backbone}, "
+                f"not windows of clip backbone {name}"
+            )
+        if name != self.backbone or spec.hash() != self.clip.hash():
+            raise ModelError(
+                f"model {self.model_version} expects clip backbone {self.backbone} with clip spec {self.clip.hash()} "
+                f"({self.clip.describe()}), got {name} with {spec.hash()} ({spec.describe()})"
+            )
 
     def check_backbone(self, name: str, spec: PreprocessSpec) -> None:
         """Fail at start-up when frames would be embedded by another backbone, or with other
@@ -169,7 +211,8 @@ class FeatureConfig:
 
 def feature_config(manifest: ModelManifest) -> FeatureConfig:
     """The :class:`FeatureConfig` of ``manifest``. Raises :class:`ModelError` when a member reads motion
-    statistics that this build computes differently (another spec hash)."""
+    statistics that this build computes differently (another spec hash), or when the recorded clip spec
+    does not hash, in this build, to the hash recorded with it."""
     motion = None
     if any(m.input == "motion" for m in manifest.members):
         from nexara.motion import MOTION_VERSION, MotionSpec
@@ -181,6 +224,17 @@ def feature_config(manifest: ModelManifest) -> FeatureConfig:
                 f"{manifest.motion.hash if manifest.motion else None}, this build computes {MOTION_VERSION} "
                 f"({motion.hash()})"
             )
+    clip = None
+    if manifest.clip is not None:
+        from nexara.backbones.spec import ClipSpec
+
+        recorded = manifest.clip.model_dump(exclude={"hash"})
+        clip = ClipSpec.from_dict(recorded)
+        if clip.hash() != manifest.clip.hash:
+            raise ModelError(
+                f"model {manifest.version} records clip spec hash {manifest.clip.hash}, but its fields hash to "
+                f"{clip.hash()} in this build ({clip.describe()})"
+            )
     pre = manifest.preprocessing
     return FeatureConfig(
         model_version=manifest.version,
@@ -190,4 +244,5 @@ def feature_config(manifest: ModelManifest) -> FeatureConfig:
         resize=pre.resize,
         preprocessing_hash=pre.hash,
         motion=motion,
+        clip=clip,
     )

@@ -1,10 +1,12 @@
-"""The feature store: one Parquet dataset (readable with ``pyarrow.dataset.dataset(DIR)``), keyed by what
-makes stored features reusable (:class:`StoreKey`: backbone, preprocessing, T and motion spec).
+"""The feature store: Parquet parts (``part-*``, one row per clip: what this module reads), keyed by what makes
+stored features reusable (:class:`StoreKey`: backbone, preprocessing, T and motion spec).
 
 Layout of ``DIR``: ``part-<run>-<n>.parquet`` files with one row per clip, and ``_errors.parquet`` (the
 leading underscore keeps it out of ``pyarrow.dataset``) with ``path`` and ``reason`` for clips that failed
-in the last run. Parts are written atomically (:func:`write_atomic`), so an interrupted run keeps what it
-finished and a rerun skips every clip already stored under the same key.
+in the last run. Clip backbones store one row per window in ``windows-*.parquet`` files of the same folder
+(:mod:`training.window_store`); this module reads the ``part-*`` files only. Parts are written atomically
+(:func:`write_atomic`), so an interrupted run keeps what it finished and a rerun skips every clip already
+stored under the same key.
 """
 
 from __future__ import annotations
@@ -81,16 +83,20 @@ class StoreKey:
         return expr
 
 
+def _parts(out_dir: Path) -> list[str]:
+    return sorted(str(p) for p in out_dir.glob("part-*.parquet"))
+
+
 def _dataset(out_dir: Path) -> pads.Dataset:
     try:
-        return pads.dataset(out_dir, format="parquet", schema=FEATURE_SCHEMA)
+        return pads.dataset(_parts(out_dir), format="parquet", schema=FEATURE_SCHEMA)
     except (pa.ArrowInvalid, OSError) as exc:
         raise NexaraError(f"{out_dir}: existing feature store cannot be read ({exc})") from None
 
 
 def stored_keys(out_dir: Path, key: StoreKey) -> set[str]:
     """Content hashes already stored under ``key``."""
-    if not out_dir.is_dir() or not any(out_dir.glob("*.parquet")):
+    if not out_dir.is_dir() or not _parts(out_dir):
         return set()
     try:
         table = _dataset(out_dir).to_table(columns=["content_hash"], filter=key.expression())
@@ -169,7 +175,7 @@ class StoredFeatures:
 
 def load_features(out_dir: Path, *, key: StoreKey | None = None, backbone: str | None = None) -> StoredFeatures:
     """Stored clips (under ``key``, or of ``backbone``, or all) as arrays plus the metadata table."""
-    if not out_dir.is_dir() or not any(out_dir.glob("*.parquet")):
+    if not out_dir.is_dir() or not _parts(out_dir):
         raise NexaraError(f"{out_dir}: no feature store here (run `nexara features MANIFEST --out {out_dir}`)")
     expr = key.expression() if key else (pc.field("backbone") == backbone if backbone else None)
     table = _dataset(out_dir).to_table(filter=expr)

@@ -1,6 +1,8 @@
 """Feature extraction on Ray Data: decode + sample clips (and their motion statistics) in CPU tasks, run the
 backbone in an actor pool, and stream the results into the feature store (:mod:`training.feature_store`,
-which documents the layout); a rerun skips every clip already stored under the same key.
+which documents the layout); a rerun skips every clip already stored under the same key. A clip backbone
+(``model.backbone`` of kind ``"clip"``) goes through :mod:`training.clip_features` instead: one row per
+window of each clip.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from nexara.backbones import PreprocessSpec
+from nexara.backbones import PreprocessSpec, backbone_kind
 from nexara.config import NexaraConfig
 from nexara.errors import MediaError
 from training.feature_store import (
@@ -40,6 +42,7 @@ class FeatureRunStats:
     failed: int
     frames: int
     wall_s: float
+    windows: int = 0  # windows stored (clip backbones; frame backbones store whole clips)
 
     @property
     def clips_per_s(self) -> float:
@@ -251,6 +254,8 @@ def extract_features(
     from training.manifest import read_manifest
 
     start = time.perf_counter()
+    if backbone_kind(cfg.model.backbone) == "clip":
+        return _extract_clip_backbone(manifest_path, out_dir, cfg, limit=limit, start=start)
     spec = effective_spec(cfg)
     key = StoreKey.for_config(cfg)
     table = read_manifest(manifest_path)
@@ -285,4 +290,23 @@ def extract_features(
         failed=len(errors),
         frames=frames,
         wall_s=time.perf_counter() - start,
+    )
+
+
+def _extract_clip_backbone(
+    manifest_path: Path, out_dir: Path, cfg: NexaraConfig, *, limit: int | None, start: float
+) -> FeatureRunStats:
+    from training.clip_features import extract_window_features
+    from training.manifest import read_manifest
+
+    rows = read_manifest(manifest_path).to_pylist()[:limit]
+    clips, windows, frames, skipped, errors = extract_window_features(rows, out_dir, cfg)
+    return FeatureRunStats(
+        total=len(rows),
+        skipped=skipped,
+        extracted=clips,
+        failed=len(errors),
+        frames=frames,
+        wall_s=time.perf_counter() - start,
+        windows=windows,
     )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from nexara.backbones.weights import WeightsArg
 from nexara.errors import ModelError
 from nexara.registry import Registry
 
+if TYPE_CHECKING:
+    from nexara.config import NexaraConfig
+
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
@@ -35,6 +38,7 @@ __all__ = [
     "backbone_kind",
     "create_backbone",
     "create_clip_backbone",
+    "effective_clip_spec",
     "get_clip_spec",
     "get_feature_dim",
     "get_spec",
@@ -121,6 +125,21 @@ def get_spec(name: str) -> PreprocessSpec:
 def get_clip_spec(name: str) -> ClipSpec:
     """The default clip spec of clip backbone ``name``, without building the model."""
     return _clip_entry(name).spec
+
+
+def effective_clip_spec(cfg: NexaraConfig) -> ClipSpec:
+    """The configured clip backbone's spec for this run: its profile with the live window length
+    (``windows.window_s``) and, when set, ``model.frames_per_window`` and ``model.crop_px`` (the short
+    side keeps the profile's ratio to the crop, 256:224 for I3D)."""
+    base = get_clip_spec(cfg.model.backbone)
+    crop_px = cfg.model.crop_px or base.crop_px
+    return replace(
+        base,
+        num_frames=cfg.model.frames_per_window or base.num_frames,
+        window_s=cfg.windows.window_s,
+        crop_px=crop_px,
+        short_side_px=round(crop_px * base.short_side_px / base.crop_px),
+    )
 
 
 def get_feature_dim(name: str) -> int:

@@ -1,4 +1,4 @@
-"""``nexara probe`` (video metadata) and ``nexara backbones`` (the registered frame backbones)."""
+"""``nexara probe`` (video metadata) and ``nexara backbones`` (the registered frame and clip backbones)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from nexara.backbones import get_spec, list_backbones
+    from nexara.backbones import get_clip_spec, get_spec, list_backbones
 
-    for name in list_backbones():
+    for name in list_backbones("frame"):
         spec = get_spec(name)
-        sys.stdout.write(f"{name:<22} input {spec.size_hw[0]}x{spec.size_hw[1]} {spec.resize:<11} spec {spec.hash()}\n")
+        sys.stdout.write(
+            f"{name:<22} frame  input {spec.size_hw[0]}x{spec.size_hw[1]} {spec.resize:<11} spec {spec.hash()}\n"
+        )
+    for name in list_backbones("clip"):
+        clip = get_clip_spec(name)
+        sys.stdout.write(f"{name:<22} clip   {clip.describe()}  spec {clip.hash()}\n")
     return 0
 
 
@@ -39,5 +44,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr.add_argument("--timeout", type=float, default=10.0)
     pr.set_defaults(func=cmd_probe)
 
-    b = sub.add_parser("backbones", help="list registered frame backbones")
+    b = sub.add_parser("backbones", help="list registered backbones (frame and clip) and their spec hashes")
     b.set_defaults(func=cmd_backbones)
