@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +31,8 @@ from actors.scoring import Embed, Scorer, Vote
 from actors.sinks import Sink, parse_secrets
 from actors.sources import LiveFrame, SourceConfig, StreamReader
 from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
-from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig
-from nexara.config.live import MqttConfig
+from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig, expand_env
+from nexara.config.live import MqttConfig, WebhookConfig
 from nexara.errors import ConfigError, InvalidInputError
 
 __all__ = ["LiveModel", "SourceWorker", "worker_from_config"]
@@ -329,34 +330,11 @@ def worker_from_config(
 ) -> SourceWorker:
     """A :class:`SourceWorker` for a resolved camera: event log, evidence clips, webhook and MQTT sinks
     (files inside ``run_dir``)."""
-    import os
-
-    from nexara.config import expand_env
-
     run = Path(run_dir)
     sinks_cfg = camera.sinks
     sinks: list[Sink] = list(extra_sinks)
     if sinks_cfg.webhook is not None:
-        from actors.webhook import WebhookSink
-
-        w = sinks_cfg.webhook
-        secrets = None
-        if w.secret_env:
-            value = os.environ.get(w.secret_env)
-            if not value:
-                raise ConfigError(f"sinks.webhook.secret_env names {w.secret_env}, which is not set")
-            secrets = parse_secrets(value)  # several during key rotation, newest first
-        sinks.append(
-            WebhookSink(
-                expand_env(w.url),
-                secret=secrets,
-                timeout_s=w.timeout_s,
-                max_attempts=w.max_attempts,
-                backoff_initial_s=w.backoff_initial_s,
-                backoff_max_s=w.backoff_max_s,
-                dead_letter_path=run / "webhook-dead-letter.jsonl",
-            )
-        )
+        sinks.append(webhook_sink(sinks_cfg.webhook, run))
     if sinks_cfg.mqtt is not None:
         sinks.append(mqtt_sink(sinks_cfg.mqtt, camera))
     recorder = None
@@ -384,13 +362,31 @@ def worker_from_config(
     )
 
 
+def webhook_sink(w: WebhookConfig, run: Path) -> Sink:
+    """The webhook sink of ``sinks.webhook``; its dead-letter file goes in the run folder ``run``."""
+    from actors.webhook import WebhookSink
+
+    secrets = None
+    if w.secret_env:
+        value = os.environ.get(w.secret_env)
+        if not value:
+            raise ConfigError(f"sinks.webhook.secret_env names {w.secret_env}, which is not set")
+        secrets = parse_secrets(value)  # several during key rotation, newest first
+    return WebhookSink(
+        expand_env(w.url),
+        secret=secrets,
+        timeout_s=w.timeout_s,
+        max_attempts=w.max_attempts,
+        backoff_initial_s=w.backoff_initial_s,
+        backoff_max_s=w.backoff_max_s,
+        dead_letter_path=run / "webhook-dead-letter.jsonl",
+    )
+
+
 def mqtt_sink(m: MqttConfig, camera: ResolvedCamera) -> Sink:
     """The MQTT sink of ``sinks.mqtt`` for one source. Its cameras (the source, or a wall's named
     cells) are announced to Home Assistant at connect; other cells when their first event comes."""
-    import os
-
     from actors.mqtt import MqttSink, MqttTls
-    from nexara.config import expand_env
 
     password = None
     if m.password_env:

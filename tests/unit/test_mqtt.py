@@ -287,3 +287,42 @@ def test_broker_down_never_blocks_and_reconnects(tmp_path: Path, cleanup: list[C
     t0 = time.perf_counter()
     s.close(timeout_s=5)
     assert time.perf_counter() - t0 < 5
+
+
+def test_built_from_the_config(
+    tmp_path: Path, cleanup: list[Callable[[], None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.stream import mqtt_sink
+    from nexara.config import parse_config
+    from nexara.errors import ConfigError
+
+    password_file = tmp_path / "passwd"
+    subprocess.run([tool("mosquitto_passwd"), "-b", "-c", str(password_file), "nexara", "pw-from-env"], check=True)
+    b = broker(tmp_path, cleanup, password_file=password_file)
+    mqtt_yaml = (
+        f"sinks:\n  mqtt: {{host: '${{NX_MQTT_HOST}}', port: {b.port}, topic_prefix: {PREFIX}, "
+        f"discovery_prefix: {DISCOVERY}, username: nexara, password_env: NX_MQTT_PW}}\n"
+    )
+    cfg = parse_config(mqtt_yaml + "cameras:\n  - id: lobby\n    url: a.mp4\n")
+    camera = cfg.resolve_camera("lobby")
+    assert camera.sinks.mqtt is not None
+    monkeypatch.setenv("NX_MQTT_HOST", "127.0.0.1")
+    with pytest.raises(ConfigError, match="NX_MQTT_PW"):
+        mqtt_sink(camera.sinks.mqtt, camera)
+    monkeypatch.setenv("NX_MQTT_PW", "pw-from-env")
+    s = mqtt_sink(camera.sinks.mqtt, camera)
+    cleanup.append(lambda: s.close(timeout_s=1))
+    wait_until(lambda: s.connected, what="connected from the config")
+    retained = subscriber(b.port, cleanup, auth=("nexara", "pw-from-env")).retained()
+    assert (
+        json.loads(retained[f"{DISCOVERY}/binary_sensor/nexara_lobby/config"])["unique_id"] == "nexara_lobby_violence"
+    )
+
+    for bad, key in (
+        ("{host: h, password_env: X}", "sinks.mqtt.password_env"),
+        ("{host: h, tls_cert_file: c.pem}", "sinks.mqtt.tls_cert_file"),
+        ("{host: h, topic_prefix: 'a/#'}", "sinks.mqtt.topic_prefix"),
+        ("{host: h, port: 0}", "sinks.mqtt.port"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_config(f"sinks:\n  mqtt: {bad}\n")

@@ -189,3 +189,24 @@ def test_secrets_from_one_environment_variable(tmp_path: Path) -> None:
             parse_secrets(bad)
     with pytest.raises(ValueError, match="secret"):
         WebhookSink("http://127.0.0.1:9/x", secret=[], dead_letter_path=tmp_path / "dl.jsonl")
+
+
+def test_built_from_the_config_with_rotating_secrets_in_one_variable(
+    tmp_path: Path, receivers: list[VerifyingReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.stream import webhook_sink
+    from nexara.config import parse_config
+    from nexara.errors import ConfigError
+
+    new, old = new_secret(), new_secret()
+    rx = receiver(receivers, old)  # this receiver has not been given the new secret yet
+    cfg = parse_config(f"sinks:\n  webhook: {{url: '{rx.url}', secret_env: NX_HOOK_SECRETS}}\n")
+    assert cfg.sinks.webhook is not None
+    with pytest.raises(ConfigError, match="NX_HOOK_SECRETS"):
+        webhook_sink(cfg.sinks.webhook, tmp_path)
+    monkeypatch.setenv("NX_HOOK_SECRETS", f"{new} {old}")
+    sink = webhook_sink(cfg.sinks.webhook, tmp_path)
+    sink.submit(make_event(6))
+    sink.close()
+    assert [d.verified for d in rx.deliveries] == [make_event(6).to_dict()]
+    assert sink.stats()["delivered"] == 1
