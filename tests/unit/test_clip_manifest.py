@@ -1,0 +1,97 @@
+"""A model manifest on a clip backbone: it round-trips through write/read with its clip spec, and a runtime
+(or a manifest edited by hand) with another recipe fails at load, naming both."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nexara.backbones import get_spec
+from nexara.backbones.i3d import I3D_KINETICS400, I3D_SPEC
+from nexara.errors import ModelError
+from nexara.model_manifest import (
+    MANIFEST_FILE,
+    ClipPreprocessingEntry,
+    ModelManifest,
+    PreprocessingEntry,
+    feature_config,
+    read_manifest,
+    write_manifest,
+)
+from nexara.voting import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.unit
+
+
+def _clip_manifest(folder: Path) -> ModelManifest:
+    """The shipped model's members, re-labelled as a model on I3D windows (member files copied along)."""
+    base = read_manifest(DEFAULT_MODEL_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in base.members:
+        shutil.copy(DEFAULT_MODEL_DIR / m.weights_file, folder / m.weights_file)
+    frame = I3D_SPEC.frame_spec()
+    return base.model_copy(
+        update={
+            "version": "test-clip-1",
+            "backbone": I3D_KINETICS400,
+            "preprocessing": PreprocessingEntry(**frame.to_dict(), hash=frame.hash()),
+            "frames_per_clip": I3D_SPEC.num_frames,
+            "feature_dim": 1024,
+            "clip": ClipPreprocessingEntry.from_spec(I3D_SPEC),
+        }
+    )
+
+
+def test_clip_manifest_round_trips(tmp_path: Path) -> None:
+    manifest = _clip_manifest(tmp_path)
+    write_manifest(manifest, tmp_path)
+    back = read_manifest(tmp_path)
+    assert back == manifest
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["clip"]["hash"] == I3D_SPEC.hash()
+    fc = feature_config(back)
+    assert fc.clip == I3D_SPEC and fc.backbone == I3D_KINETICS400 and fc.frames_per_clip == 32
+    fc.check_clip_spec(I3D_KINETICS400, I3D_SPEC)  # the same recipe loads
+
+
+@pytest.mark.parametrize(
+    "other", [{"num_frames": 16}, {"window_s": 3.0}, {"crop_px": 112, "short_side_px": 128}, {"short_side_px": 224}]
+)
+def test_another_recipe_is_refused_naming_both(tmp_path: Path, other: dict[str, object]) -> None:
+    write_manifest(_clip_manifest(tmp_path), tmp_path)
+    fc = feature_config(read_manifest(tmp_path))
+    runtime = replace(I3D_SPEC, **other)  # type: ignore[arg-type]
+    with pytest.raises(ModelError) as err:
+        fc.check_clip_spec(I3D_KINETICS400, runtime)
+    msg = str(err.value)
+    assert I3D_SPEC.hash() in msg and runtime.hash() in msg and "T=32" in msg
+    assert "test-clip-1" in msg
+
+
+def test_frame_model_refuses_a_clip_backbone_and_the_reverse(tmp_path: Path) -> None:
+    frame_fc = feature_config(read_manifest(DEFAULT_MODEL_DIR))
+    assert frame_fc.clip is None
+    with pytest.raises(ModelError, match="not windows of clip backbone i3d_kinetics400"):
+        frame_fc.check_clip_spec(I3D_KINETICS400, I3D_SPEC)
+    write_manifest(_clip_manifest(tmp_path), tmp_path)
+    clip_fc = feature_config(read_manifest(tmp_path))
+    with pytest.raises(ModelError, match="expects backbone i3d_kinetics400"):
+        clip_fc.check_backbone("efficientnet_lite0", get_spec("efficientnet_lite0"))
+
+
+def test_a_clip_spec_edited_by_hand_fails_at_load(tmp_path: Path) -> None:
+    write_manifest(_clip_manifest(tmp_path), tmp_path)
+    path = tmp_path / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["clip"]["window_s"] = 4.0  # hash left as it was
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=f"records clip spec hash {I3D_SPEC.hash()}, but its fields hash to"):
+        feature_config(read_manifest(tmp_path))
+    data["clip"]["window_s"] = 2.0
+    data["frames_per_clip"] = 16
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="frames_per_clip 16 differs from the clip spec's 32"):
+        read_manifest(tmp_path)
