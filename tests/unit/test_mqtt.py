@@ -17,13 +17,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from actors.mqtt import MqttSink
+from actors.mqtt import MqttSink, MqttTls
 
 pytestmark = pytest.mark.unit
 
@@ -67,6 +67,7 @@ class Broker:
     folder: Path
     port: int
     password_file: Path | None = None
+    extra: list[str] = field(default_factory=list)  # more lines for the listener (TLS)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
@@ -76,6 +77,7 @@ class Broker:
             lines.append("allow_anonymous true")
         else:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        lines += self.extra
         conf.write_text("\n".join(lines) + "\n")
         log = open(self.folder / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([tool("mosquitto"), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
@@ -326,3 +328,64 @@ def test_built_from_the_config(
     ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config(f"sinks:\n  mqtt: {bad}\n")
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A test CA, two server certificates (for 127.0.0.1, and for another host name) and a client
+    certificate, EC keys (fast), made with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed: `apt-get install -y openssl` (the MQTT TLS test makes its certificates)")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, cwd=folder, capture_output=True)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=nx-test-ca")
+    for name, san in (("server", "IP:127.0.0.1"), ("elsewhere", "DNS:elsewhere.example"), ("client", None)):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=nx-{name}")
+        ext = folder / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\n" if san else "extendedKeyUsage=clientAuth\n")
+        run(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", ext.name,
+        )  # fmt: skip
+    return {p.stem + p.suffix: p for p in folder.iterdir()}
+
+
+def tls_broker(folder: Path, cleanup: list[Callable[[], None]], certs: dict[str, Path], server: str) -> Broker:
+    folder.mkdir()
+    b = Broker(
+        folder,
+        free_port(),
+        extra=[
+            f"cafile {certs['ca.crt']}",
+            f"certfile {certs[server + '.crt']}",
+            f"keyfile {certs[server + '.key']}",
+            "require_certificate true",
+        ],
+    ).start()
+    cleanup.append(b.stop)
+    return b
+
+
+def test_tls_with_client_certificate(tmp_path: Path, cleanup: list[Callable[[], None]]) -> None:
+    certs_dir = tmp_path / "certs"
+    certs_dir.mkdir()
+    certs = make_certs(certs_dir)
+    b = tls_broker(tmp_path / "b1", cleanup, certs, "server")
+    other = tls_broker(tmp_path / "b2", cleanup, certs, "elsewhere")  # its certificate names another host
+    full = MqttTls(ca_file=str(certs["ca.crt"]), cert_file=str(certs["client.crt"]), key_file=str(certs["client.key"]))
+
+    good = sink(b.port, cleanup, cameras=["cam-1"], tls=full)
+    no_client_cert = sink(b.port, cleanup, cameras=["cam-1"], tls=MqttTls(ca_file=str(certs["ca.crt"])))
+    wrong_host = sink(other.port, cleanup, cameras=["cam-1"], tls=full)
+    wrong_host_insecure = sink(other.port, cleanup, cameras=["cam-1"], tls=replace(full, insecure=True))
+    wait_until(lambda: good.connected and wrong_host_insecure.connected, what="TLS connections")
+    good.submit(make_event(1))
+    wait_until(lambda: good.stats()["delivered"] == 2, what="published over TLS")
+    time.sleep(1.0)
+    assert not no_client_cert.connected and no_client_cert.stats()["connects"] == 0  # the broker requires one
+    assert not wrong_host.connected and wrong_host.stats()["connects"] == 0  # host name checked
+    no_client_cert.submit(make_event(2))  # never blocks
+    assert no_client_cert.stats()["pending"] == 2
