@@ -157,8 +157,8 @@ def build_window_pipeline(items: list[dict[str, Any]], cfg: NexaraConfig, spec: 
 
     fc = cfg.features
     blocks = max(1, math.ceil(len(items) / fc.clips_per_block))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.flat_map(DecodeWindows(cfg, spec), num_cpus=fc.decode_num_cpus)
+    items_ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = items_ds.flat_map(DecodeWindows(cfg, spec), num_cpus=fc.decode_num_cpus)
     return ds.map_batches(
         ClipBackboneActor,
         fn_constructor_kwargs={

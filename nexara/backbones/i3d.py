@@ -414,7 +414,7 @@ def read_clip(path: str | os.PathLike[str], num_frames: int = 32) -> tuple[np.nd
     (:func:`nexara.media.sample_clip`). Returns (frames (T, H, W, 3) uint8 RGB, frame indices)."""
     from nexara.media import sample_clip  # PyAV: only when a clip is read
 
-    clip = sample_clip(path, num_frames=num_frames, size_hw=None)
+    clip = sample_clip(Path(path), num_frames=num_frames, size_hw=None)
     return clip.frames, clip.indices
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nexara.backbones import (
+    ClipBackbone,
     ClipSpec,
     backbone_kind,
     create_backbone,
@@ -106,11 +107,11 @@ def test_registry_kinds() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_random() -> torch.nn.Module:
+def small_random() -> ClipBackbone:
     return create_clip_backbone(I3D_KINETICS400, spec=SMALL, pretrained=False)
 
 
-def test_clip_backbone_takes_uint8_windows(small_random: torch.nn.Module) -> None:
+def test_clip_backbone_takes_uint8_windows(small_random: ClipBackbone) -> None:
     windows = np.random.default_rng(0).integers(0, 256, (2, 8, 120, 160, 3), dtype=np.uint8)
     out = small_random(windows)
     assert out.pooled.shape == (2, 1024) and out.per_time.shape == (2, 1, 1024)
@@ -144,7 +145,7 @@ def test_model_weights_override_reaches_build_i3d(tmp_path: Path) -> None:
     bb = create_clip_backbone(I3D_KINETICS400, spec=SMALL, weights=converted)
     assert bb.weights_source == str(converted)
     state = torch.load(converted, map_location="cpu", weights_only=True)
-    assert torch.equal(bb.net.Conv3d_1a_7x7.conv.weight, state["Conv3d_1a_7x7.conv.weight"])
+    assert torch.equal(bb.net.state_dict()["Conv3d_1a_7x7.conv.weight"], state["Conv3d_1a_7x7.conv.weight"])
 
 
 def test_effective_clip_spec_follows_the_live_window_and_the_profile_keys() -> None:
