@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from nexara.backbones import PreprocessSpec, backbone_kind
 from nexara.config import NexaraConfig
-from nexara.errors import MediaError
+from nexara.errors import ConfigError, MediaError
 from training.feature_store import (
     ERROR_SCHEMA,
     ERRORS_FILE,
@@ -256,6 +256,11 @@ def extract_features(
     start = time.perf_counter()
     if backbone_kind(cfg.model.backbone) == "clip":
         return _extract_clip_backbone(manifest_path, out_dir, cfg, limit=limit, start=start)
+    if cfg.model.frames_per_window or cfg.model.crop_px:
+        raise ConfigError(
+            f"model.frames_per_window and model.crop_px are for clip backbones; {cfg.model.backbone} is a frame "
+            "backbone (media.frames_per_clip sets its T)"
+        )
     spec = effective_spec(cfg)
     key = StoreKey.for_config(cfg)
     table = read_manifest(manifest_path)

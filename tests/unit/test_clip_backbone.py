@@ -194,3 +194,12 @@ def test_nexara_backbones_lists_clip_backbones_with_kind_and_hash(capsys: pytest
     clip = [line for line in lines if line.startswith(I3D_KINETICS400)]
     assert len(clip) == 1 and " clip " in clip[0] and I3D_SPEC.hash() in clip[0] and "T=32" in clip[0]
     assert any(line.startswith("efficientnet_lite0") and " frame " in line for line in lines)
+
+
+def test_clip_keys_with_a_frame_backbone_are_refused(tmp_path: Path) -> None:
+    from nexara.errors import ConfigError
+    from training.features import extract_features
+
+    cfg = parse_config("model:\n  frames_per_window: 8\n")
+    with pytest.raises(ConfigError, match="efficientnet_lite0 is a frame backbone"):
+        extract_features(tmp_path / "manifest.parquet", tmp_path / "out", cfg)
