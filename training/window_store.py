@@ -130,9 +130,10 @@ def window_rows(batch: dict[str, np.ndarray], key: WindowStoreKey) -> tuple[pa.T
 
 def _list_of(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     """list<value_type> from 1-d arrays, built from one flat buffer (no Python floats)."""
+    if not arrays:
+        return pa.array([], type=pa.list_(value_type))
     offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int32)
-    flat = np.concatenate(arrays) if arrays else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(arrays), type=value_type))
 
 
 def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
