@@ -30,7 +30,8 @@ interrupts the pacing and backoff waits at once.
 A source with a ``source_policy`` (every camera added over the HTTP API) is checked again before every
 (re)connect (:func:`nexara.source_policy.check_source`: a host name that now resolves to a refused
 address fails the source for good, state ``"failed"``, no retry) and is opened with FFmpeg's
-``protocol_whitelist`` limited to the protocols its scheme needs (``file`` only for files).
+``protocol_whitelist`` limited to the protocols its scheme needs (``file`` only for files) and
+``format_whitelist`` to the policy's ``demuxers``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from nexara.media import (
     source_label,
     url_scheme,
 )
-from nexara.source_policy import check_source, protocol_whitelist
+from nexara.source_policy import check_source, ffmpeg_options
 
 __all__ = ["Backoff", "LiveFrame", "Pacing", "SourceConfig", "StreamReader", "StreamState"]
 
@@ -138,10 +139,11 @@ class SourceConfig(SourceSettings):
 
     @property
     def open_options(self) -> dict[str, str]:
-        """FFmpeg options of every open: ``options``, plus the protocol whitelist of a policed source."""
+        """FFmpeg options of every open: ``options``, plus the protocol and demuxer whitelists of a policed
+        source (so FFmpeg opens only what the policy checked: no ``file`` under a URL, no ``tty``)."""
         if self.source_policy is None:
             return dict(self.options)
-        return {**self.options, "protocol_whitelist": protocol_whitelist(self.url)}
+        return {**self.options, **ffmpeg_options(self.source_policy, self.url, self.format)}
 
     def backoff(self, rng: random.Random | None = None) -> Backoff:
         return Backoff(self.backoff_initial_s, self.backoff_max_s, self.jitter, rng=rng)

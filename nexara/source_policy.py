@@ -33,12 +33,14 @@ from urllib.parse import urlsplit
 from nexara.errors import SourceNotAllowedError
 
 __all__ = [
+    "DEFAULT_DEMUXERS",
     "DEFAULT_DENIED_NETWORKS",
     "DEFAULT_DENIED_PORTS",
     "DEFAULT_OPTIONS",
     "DEFAULT_SCHEMES",
     "Policy",
     "check_source",
+    "ffmpeg_options",
     "parse_network",
     "protocol_whitelist",
 ]
@@ -82,6 +84,26 @@ DEFAULT_OPTIONS = (
     "fflags",
 )
 
+#: FFmpeg demuxers a checked source may be read with (``format_whitelist``): video containers and
+#: camera stream formats. Not ``tty`` (renders a text file as video), ``image2``, ``concat``, ``lavfi``...
+DEFAULT_DEMUXERS = (
+    "mov",  # mp4, m4v, 3gp
+    "matroska",  # mkv, webm
+    "mpegts",
+    "avi",
+    "flv",
+    "asf",
+    "mpeg",
+    "hls",
+    "rtsp",
+    "rtp",
+    "sdp",
+    "mjpeg",
+    "mpjpeg",  # MJPEG over HTTP (many IP cameras)
+    "h264",
+    "hevc",
+)
+
 _DEFAULT_PORT = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 
 # The lower-level protocols FFmpeg needs under each scheme; "file" is never among them.
@@ -112,6 +134,8 @@ class Policy(Protocol):
     def formats(self) -> Sequence[str]: ...
     @property
     def options(self) -> Sequence[str]: ...
+    @property
+    def demuxers(self) -> Sequence[str]: ...
 
 
 def parse_network(text: str) -> Network:
@@ -221,3 +245,10 @@ def protocol_whitelist(url: str) -> str:
         return "file"
     scheme = url.split("://", 1)[0].lower()
     return ",".join(_SUB_PROTOCOLS.get(scheme, (scheme, "tcp")))
+
+
+def ffmpeg_options(policy: Policy, url: str, input_format: str | None = None) -> dict[str, str]:
+    """FFmpeg options that hold a checked source to what was checked: the protocols of its scheme
+    (:func:`protocol_whitelist`) and the demuxers of ``policy.demuxers`` (plus an allowed forced format)."""
+    demuxers = [*policy.demuxers, *([input_format] if input_format else [])]
+    return {"protocol_whitelist": protocol_whitelist(url), "format_whitelist": ",".join(demuxers)}

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,9 @@ from ray.serve import Application
 
 from nexara.config import NexaraConfig, load_config
 from serve.deployments import BackboneDeployment, VotingEnsembleDeployment
-from serve.ingress import Ingress
+from serve.ingress import Ingress, token_digest
+
+logger = logging.getLogger(__name__)
 
 
 class AppArgs(BaseModel):
@@ -32,6 +36,16 @@ class AppArgs(BaseModel):
 
     config: str | None = Field(None, description="Path of ray_config.yaml (default: $NEXARA_CONFIG or the repo's).")
     run_dir: str | None = Field(None, description="Folder for the event log and clips (default: a new run folder).")
+
+
+def ipaddress_is_loopback(host: str) -> bool:
+    """Whether Serve's proxy host only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
@@ -58,13 +72,13 @@ def build_app(cfg: NexaraConfig, run_dir: str | Path) -> Application:
         ray_actor_options={"num_cpus": en.num_cpus},
         user_config={"max_batch_size": en.max_batch_size, "batch_wait_timeout_s": en.batch_wait_timeout_s},
     ).bind(s.model_dir, vote=en.vote, vote_k=en.vote_k)
-    ingress_options: dict[str, Any] = {"num_cpus": s.ingress_num_cpus}
-    token = os.environ.get(s.token_env)
-    if token:  # a local run hands the driver's token to the ingress replica (a cluster sets it on its nodes)
-        ingress_options["runtime_env"] = {"env_vars": {s.token_env: token}}
+    # the driver's token reaches the ingress as its SHA-256 only: a runtime_env would put the token itself
+    # in Ray's actor table and the runtime-env agent's log (a cluster may set the variable on its nodes)
+    token = os.environ.get(s.token_env, "")
+    digest = token_digest(token) if len(token) >= 16 else None
     return Ingress.options(  # type: ignore[attr-defined]
-        ray_actor_options=ingress_options
-    ).bind(backbone, ensemble, settings, str(run_dir), s.app_name)
+        ray_actor_options={"num_cpus": s.ingress_num_cpus}
+    ).bind(backbone, ensemble, settings, str(run_dir), s.app_name, token_sha256=digest)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -123,6 +137,12 @@ def serve_config(cfg: NexaraConfig, *, config_path: str | None, run_dir: str | N
 
 def run_local(cfg: NexaraConfig, run_dir: str | Path, *, blocking: bool = False) -> Any:
     """Start Serve's HTTP proxy on ``serve.host:port`` and run the app on the connected Ray instance."""
+    if not ipaddress_is_loopback(cfg.serve.host):
+        logger.warning(
+            "the HTTP API listens on %s:%d, beyond this machine: put TLS in front of it (SECURITY.md)",
+            cfg.serve.host,
+            cfg.serve.port,
+        )
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     return serve.run(
         build_app(cfg, run_dir), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix, blocking=blocking

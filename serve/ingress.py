@@ -8,6 +8,7 @@ and every refused source gets the same answer (see SECURITY.md).
 """
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -68,6 +69,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return _error(http_status("invalid_request"), "invalid_request", f"{where}: {first.get('msg')}")
 
 
+def token_digest(token: str) -> str:
+    """SHA-256 (hex) of an API token: what the ingress compares a presented token with."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def _camera_error(exc: Exception) -> NexaraError:
     """The camera manager's own error, out of Ray's wrapper; anything else (a dead actor) as ``camera_error``."""
     cause = getattr(exc, "cause", None) or exc
@@ -81,19 +87,31 @@ def _camera_error(exc: Exception) -> NexaraError:
 class Ingress:
     """Routes; holds no state of its own (cameras live in the camera manager, events in the log)."""
 
-    def __init__(self, backbone: Any, ensemble: Any, settings: dict[str, Any], run_dir: str, app_name: str) -> None:
+    def __init__(
+        self,
+        backbone: Any,
+        ensemble: Any,
+        settings: dict[str, Any],
+        run_dir: str,
+        app_name: str,
+        token_sha256: str | None = None,
+    ) -> None:
         from actors.stream_actor import get_or_create_manager
         from nexara.config import NexaraConfig
         from nexara.model_manifest import read_manifest
         from nexara.voting import DEFAULT_MODEL_DIR
 
         self.cfg = NexaraConfig.model_validate(settings)
+        # the token's SHA-256 only: from the builder (the token itself never travels through Ray), or from
+        # this replica's environment (a cluster that sets the variable on its nodes)
         token = os.environ.get(self.cfg.serve.token_env, "")
-        if len(token) < 16:
+        if len(token) >= 16:
+            token_sha256 = token_digest(token)
+        if token_sha256 is None:
             raise RuntimeError(
                 f"set {self.cfg.serve.token_env} to an API token of at least 16 characters before starting the app"
             )
-        self._token = token.encode()
+        self._token_sha256 = bytes.fromhex(token_sha256)
         self.backbone = backbone
         self.ensemble = ensemble
         self.manifest = read_manifest(self.cfg.serve.model_dir or DEFAULT_MODEL_DIR)
@@ -110,7 +128,7 @@ class Ingress:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiError("unauthorized", "missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(token.strip().encode(), self._token):
+        if not hmac.compare_digest(bytes.fromhex(token_digest(token.strip())), self._token_sha256):
             raise ApiError("unauthorized", "invalid bearer token")
         if request.method == "POST":
             wait_s = self.limiter.acquire(token.strip())

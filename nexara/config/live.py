@@ -21,6 +21,7 @@ from nexara.config.base import (
     error_msg,
 )
 from nexara.source_policy import (
+    DEFAULT_DEMUXERS,
     DEFAULT_DENIED_NETWORKS,
     DEFAULT_DENIED_PORTS,
     DEFAULT_OPTIONS,
@@ -96,6 +97,11 @@ class SourcePolicySection(Frozen):
     )
     options: list[str] = Field(
         default_factory=lambda: list(DEFAULT_OPTIONS), description="FFmpeg option keys a caller may set."
+    )
+    demuxers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DEMUXERS),
+        min_length=1,
+        description="FFmpeg demuxers a checked source may be read with (video containers, not tty or image2).",
     )
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nexara.config import NexaraConfig, SourcePolicySection
-from nexara.errors import SourceNotAllowedError, http_status
+from nexara.errors import MediaError, SourceNotAllowedError, http_status
 from nexara.source_policy import check_source, protocol_whitelist
 
 
@@ -192,10 +192,29 @@ def test_reader_rechecks_the_policy_at_every_connect(monkeypatch: pytest.MonkeyP
     assert opened == [] and st["reconnects"] == 0
 
 
-def test_config_cameras_are_not_policed_and_http_ones_get_a_whitelist() -> None:
+def test_config_cameras_are_not_policed_and_http_ones_get_whitelists() -> None:
     from actors.sources import SourceConfig
 
     assert SourceConfig("/anywhere/cam.mp4").open_options == {}
     cfg = SourceConfig("https://cam.example/live.m3u8", options={"rtsp_transport": "tcp"}, source_policy={})
     assert cfg.open_options["protocol_whitelist"].split(",")[0] == "https"
+    assert {"hls", "mpegts", "mov"} <= set(cfg.open_options["format_whitelist"].split(","))
+    assert "tty" not in cfg.open_options["format_whitelist"].split(",")
     assert cfg.open_options["rtsp_transport"] == "tcp"
+    dev = SourceConfig(":0.0", format="x11grab", source_policy={"formats": ["x11grab"]})
+    assert dev.open_options["format_whitelist"].endswith(",x11grab")
+
+
+def test_a_text_file_inside_a_root_is_not_rendered_as_video(tmp_path: Path, shared_clips: Path) -> None:
+    """FFmpeg's tty demuxer would turn a text file into frames (and evidence clips): the demuxer
+    whitelist of a policed source refuses it, while a real video in the root still plays."""
+    from actors.sources import SourceConfig, StreamReader
+
+    text = tmp_path / "notes.txt"
+    text.write_text("secret line\n" * 200)
+    video = next(iter(sorted(shared_clips.rglob("*.mp4"))))
+    policy = {"file_roots": [str(tmp_path), str(shared_clips)]}
+    with pytest.raises(MediaError):
+        list(StreamReader(SourceConfig(str(text), source_policy=policy, pacing="fast"), fps=5).frames())
+    reader = StreamReader(SourceConfig(str(video), source_policy=policy, pacing="fast"), fps=5)
+    assert len(list(itertools.islice(reader.frames(), 3))) == 3
