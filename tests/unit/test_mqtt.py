@@ -163,6 +163,24 @@ def subscriber(port: int, cleanup: list[Callable[[], None]], auth: tuple[str, st
     return s
 
 
+def retained(
+    port: int, want: dict[str, str | None], auth: tuple[str, str] | None = None, timeout_s: float = 10.0
+) -> dict[str, str]:
+    """The retained messages a new subscriber gets, once they hold ``want`` (topic -> payload, None: any):
+    a message published while a subscriber subscribes comes live (not flagged retained), so look again."""
+    end = time.monotonic() + timeout_s
+    while True:
+        sub = Subscriber(port, auth).start()
+        try:
+            got = sub.retained()
+        finally:
+            sub.stop()
+        if all(t in got and (v is None or got[t] == v) for t, v in want.items()):
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"retained {want} not reached in {timeout_s}s: {got}")
+
+
 def sink(port: int, cleanup: list[Callable[[], None]], **kw: object) -> MqttSink:
     args: dict[str, object] = {"client_id": f"nx-{uuid.uuid4().hex[:8]}", "topic_prefix": PREFIX}
     args.update(discovery_prefix=DISCOVERY, node_id="nx", reconnect_max_s=1.0, **kw)
@@ -177,17 +195,17 @@ def test_availability_discovery_events_and_state(tmp_path: Path, cleanup: list[C
     s = sink(b.port, cleanup, cameras=["cam-1", "wall.r0c1"])
     wait_until(lambda: live.payloads(f"{PREFIX}/available") == ["online"], what="online")
 
-    retained = subscriber(b.port, cleanup).retained()
-    assert retained[f"{PREFIX}/available"] == "online"
+    topics = [f"{DISCOVERY}/binary_sensor/nx_{oid}/config" for oid in ("cam-1", "wall_r0c1")]
+    want: dict[str, str | None] = {f"{PREFIX}/cam-1/violence": "OFF", f"{PREFIX}/wall.r0c1/violence": "OFF"}
+    got = retained(b.port, {f"{PREFIX}/available": "online", **want, **dict.fromkeys(topics)})
     for camera, oid in (("cam-1", "cam-1"), ("wall.r0c1", "wall_r0c1")):
-        config = json.loads(retained[f"{DISCOVERY}/binary_sensor/nx_{oid}/config"])
+        config = json.loads(got[f"{DISCOVERY}/binary_sensor/nx_{oid}/config"])
         assert config["device_class"] == "safety"
         assert config["unique_id"] == f"nx_{oid}_violence"
         assert config["state_topic"] == f"{PREFIX}/{camera}/violence"
         assert config["availability_topic"] == f"{PREFIX}/available"
         assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
         assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
-        assert retained[f"{PREFIX}/{camera}/violence"] == "OFF"
 
     events = [make_event(1), make_event(1, kind="update", seq=1), make_event(1, kind="end", seq=2)]
     events.append(make_event(2, camera_id="cam-9"))  # a camera first seen in an event
@@ -198,16 +216,15 @@ def test_availability_discovery_events_and_state(tmp_path: Path, cleanup: list[C
     wait_until(lambda: live.payloads(f"{PREFIX}/cam-9/violence") == ["ON"], what="cam-9 ON")
     assert live.payloads(f"{PREFIX}/cam-1/violence") == ["OFF", "ON", "OFF"]  # connect, start, end
 
-    retained = subscriber(b.port, cleanup).retained()
-    assert retained[f"{PREFIX}/cam-1/violence"] == "OFF"
-    assert retained[f"{PREFIX}/cam-9/violence"] == "ON"
-    assert json.loads(retained[f"{DISCOVERY}/binary_sensor/nx_cam-9/config"])["unique_id"] == "nx_cam-9_violence"
-    assert not any(t == f"{PREFIX}/events" for t in retained)  # events are never retained
+    cam9 = f"{DISCOVERY}/binary_sensor/nx_cam-9/config"
+    got = retained(b.port, {f"{PREFIX}/cam-1/violence": "OFF", f"{PREFIX}/cam-9/violence": "ON", cam9: None})
+    assert json.loads(got[cam9])["unique_id"] == "nx_cam-9_violence"
+    assert f"{PREFIX}/events" not in got  # events are never retained
     wait_until(lambda: s.stats()["delivered"] == 8, what="8 acknowledged")  # 4 events, 3 states, 1 discovery
 
     s.close(timeout_s=5)
     wait_until(lambda: live.payloads(f"{PREFIX}/available")[-1:] == ["offline"], what="offline")
-    assert subscriber(b.port, cleanup).retained()[f"{PREFIX}/available"] == "offline"
+    retained(b.port, {f"{PREFIX}/available": "offline"})
     assert s.stats() == {"submitted": 4, "delivered": 8, "dropped": 0, "connects": 1, "pending": 0, "connected": 0}
     s.submit(make_event(3))  # after close: counted, not published
     assert s.stats()["dropped"] == 1
@@ -228,7 +245,7 @@ def test_last_will_marks_offline_when_the_process_dies(tmp_path: Path, cleanup: 
     os.kill(proc.pid, signal.SIGKILL)  # no clean close: only the broker can say offline
     proc.wait(10)
     wait_until(lambda: live.payloads(f"{PREFIX}/available") == ["online", "offline"], what="last will")
-    assert subscriber(b.port, cleanup).retained()[f"{PREFIX}/available"] == "offline"
+    retained(b.port, {f"{PREFIX}/available": "offline"})
 
 
 def test_user_and_password(tmp_path: Path, cleanup: list[Callable[[], None]], caplog: pytest.LogCaptureFixture) -> None:
@@ -239,8 +256,8 @@ def test_user_and_password(tmp_path: Path, cleanup: list[Callable[[], None]], ca
     s = sink(b.port, cleanup, cameras=["cam-1"], username="nexara", password="pw-Secr3t!")
     wait_until(lambda: s.connected, what="connected with the password")
     s.submit(make_event(1))
-    retained = subscriber(b.port, cleanup, auth=("nexara", "pw-Secr3t!")).retained()
-    assert retained[f"{PREFIX}/available"] == "online" and retained[f"{PREFIX}/cam-1/violence"] == "ON"
+    want: dict[str, str | None] = {f"{PREFIX}/available": "online", f"{PREFIX}/cam-1/violence": "ON"}
+    retained(b.port, want, auth=("nexara", "pw-Secr3t!"))
 
     wrong = sink(b.port, cleanup, cameras=["cam-1"], username="nexara", password="not-it-0")
     time.sleep(1.5)
@@ -271,8 +288,7 @@ def test_broker_down_never_blocks_and_reconnects(tmp_path: Path, cleanup: list[C
     cleanup.append(b.stop)
     wait_until(lambda: s.stats()["delivered"] == 5, timeout_s=15, what="held messages delivered")
     assert s.stats()["connects"] == 1 and s.stats()["pending"] == 0
-    retained = subscriber(port, cleanup).retained()
-    assert retained[f"{PREFIX}/available"] == "online" and retained[f"{PREFIX}/cam-1/violence"] == "ON"
+    retained(port, {f"{PREFIX}/available": "online", f"{PREFIX}/cam-1/violence": "ON"})
 
     b.stop()  # a restart without persistence loses every retained message ...
     wait_until(lambda: not s.connected, what="disconnect seen")
@@ -281,9 +297,8 @@ def test_broker_down_never_blocks_and_reconnects(tmp_path: Path, cleanup: list[C
     assert time.perf_counter() - t0 < 0.05
     b.start()
     wait_until(lambda: s.stats()["connects"] == 2, timeout_s=15, what="reconnect")
-    retained = subscriber(port, cleanup).retained()  # ... and the sink publishes them again
-    assert retained[f"{PREFIX}/available"] == "online"
-    assert f"{DISCOVERY}/binary_sensor/nx_cam-1/config" in retained
+    # ... and the sink publishes them again
+    retained(port, {f"{PREFIX}/available": "online", f"{DISCOVERY}/binary_sensor/nx_cam-1/config": None})
     wait_until(lambda: s.stats()["pending"] == 0, what="held end delivered")
 
     t0 = time.perf_counter()
@@ -315,10 +330,9 @@ def test_built_from_the_config(
     s = mqtt_sink(camera.sinks.mqtt, camera)
     cleanup.append(lambda: s.close(timeout_s=1))
     wait_until(lambda: s.connected, what="connected from the config")
-    retained = subscriber(b.port, cleanup, auth=("nexara", "pw-from-env")).retained()
-    assert (
-        json.loads(retained[f"{DISCOVERY}/binary_sensor/nexara_lobby/config"])["unique_id"] == "nexara_lobby_violence"
-    )
+    config = f"{DISCOVERY}/binary_sensor/nexara_lobby/config"
+    got = retained(b.port, {config: None}, auth=("nexara", "pw-from-env"))
+    assert json.loads(got[config])["unique_id"] == "nexara_lobby_violence"
 
     for bad, key in (
         ("{host: h, password_env: X}", "sinks.mqtt.password_env"),
