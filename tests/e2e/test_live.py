@@ -52,7 +52,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def live(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def live(ray_local: None, shared_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from ray import serve
 
     from nexara.config import NexaraConfig
@@ -63,7 +63,16 @@ def live(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     hook_port = _free_port()
     cfg = NexaraConfig.model_validate(
         {
-            "serve": {"port": _free_port(), "max_upload_mb": 2},
+            "serve": {
+                "port": _free_port(),
+                "max_upload_mb": 2,
+                # cameras over HTTP: the test's own videos and the shared clips, and the local test HTTP server
+                "source_policy": {
+                    "file_roots": [str(tmp_path_factory.getbasetemp()), str(shared_clips.parent)],
+                    "allowed_networks": ["127.0.0.1/32"],
+                },
+                "rate_limit": {"per_minute": 600, "burst": 40},
+            },
             "sinks": {
                 "run_dir": str(run_dir),
                 "clip_pre_s": 2,
@@ -353,3 +362,61 @@ def test_live_metrics_reach_the_prometheus_endpoint(live: dict[str, Any], shared
     assert value == scored, (value, scored)
     assert _scrape(port, series["nexara_last_score"], "metrics") is not None
     assert client.delete("/v1/cameras/metrics").status_code == 200
+
+
+def test_refused_sources_get_one_generic_answer_and_start_nothing(live: dict[str, Any], tmp_path: Path) -> None:
+    """No file-probing oracle and no server-side request forgery (serve.source_policy, SECURITY.md)."""
+    client = live["client"]
+    probes = [
+        "/etc/passwd",  # exists, a text file
+        "/no/such/dir/file.mp4",  # does not exist
+        "file:///etc/hostname",
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "http://127.0.0.1:8265/api/version",  # Ray's dashboard (loopback is allowed in this test, the port is not)
+        "http://127.0.0.2:9000/cam.ts",  # loopback outside the allowed 127.0.0.1/32
+        "http://[::1]:9000/cam.ts",
+        "http://127.0.0.1:9000/${NEXARA_API_TOKEN}",  # no ${ENV} expansion for API cameras
+    ]
+    answers = {url: client.post("/v1/cameras", json={"id": "probe", "url": url}) for url in probes}
+    for url, r in answers.items():
+        assert r.status_code == 422, (url, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "source_not_allowed", (url, r.text)
+    assert len({r.content for r in answers.values()}) == 1, {u: r.text for u, r in answers.items()}
+    assert client.get("/v1/cameras/probe").status_code == 404
+    assert not any(c["source_id"] == "probe" for c in client.get("/v1/cameras").json()["cameras"])
+    # inside an allowed root the usual, precise answers remain
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 100)
+    r = client.post("/v1/cameras", json={"id": "text", "url": str(text)})
+    assert r.status_code == 201, r.text
+    st = _wait_ended(client, "text", timeout_s=60)
+    assert st["state"] == "failed" and st["frames_in"] == 0, st  # FFmpeg's tty demuxer is not allowed
+    client.delete("/v1/cameras/text")
+    r = client.post("/v1/cameras", json={"id": "gone", "url": str(tmp_path / "gone.mp4")})
+    assert r.json()["error"]["code"] == "source_not_found", r.text
+
+
+def test_post_routes_are_rate_limited_per_token(live: dict[str, Any]) -> None:
+    client = live["client"]
+    codes = []
+    for _ in range(300):  # burst 40, 10 per second in this test's config
+        r = client.post("/v1/cameras", content=b"{not json", headers={"Content-Type": "application/json"})
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            break
+    assert codes[-1] == 429 and set(codes[:-1]) == {400}, codes
+    assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+    assert client.get("/v1/cameras").status_code == 200  # GET routes are not limited
+    time.sleep(5)  # the bucket refills (40 / 10 per s) for the tests that follow
+
+
+def test_the_token_is_in_no_log_and_no_run_file(live: dict[str, Any]) -> None:
+    import ray
+
+    session = Path(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]
+    leaks = []
+    for folder in (session / "logs", live["run_dir"]):
+        for f in folder.rglob("*"):
+            if f.is_file() and TOKEN.encode() in f.read_bytes():
+                leaks.append(str(f))
+    assert leaks == []
