@@ -28,7 +28,6 @@ import re
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,7 +117,7 @@ class MqttSink:
         self._open: dict[str, set[str]] = {}  # camera -> event ids alerting (a wall cell has one at a time)
         self._counts = {"submitted": 0, "delivered": 0, "dropped": 0, "connects": 0}
         self._pending = 0
-        self._in_flight: deque[tuple[int, bool]] = deque()  # (message id, counted): handed to paho, not acked
+        self._in_flight: dict[int, bool] = {}  # message id -> counted (an event's): handed to paho, not acked
         self._acked: set[int] = set()
         self._announce = threading.Event()  # set on connect: online, discovery and states are due
         self._accepting = True
@@ -290,7 +289,6 @@ class MqttSink:
             "availability_topic": self.availability_topic,
             "payload_available": ONLINE,
             "payload_not_available": OFFLINE,
-            "json_attributes_topic": self.events_topic,
             "device": {
                 "identifiers": [f"{self.node_id}_{oid}"],
                 "name": f"NexaraVision {camera}",
@@ -356,7 +354,7 @@ class MqttSink:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise RuntimeError(mqtt.error_string(info.rc))
         with self._lock:
-            self._in_flight.append((info.mid, counted))
+            self._in_flight[info.mid] = counted
 
     def _publish_announcements(self) -> None:
         """``online``, the discovery configs and the current states, on every (re)connect."""
@@ -394,12 +392,11 @@ class MqttSink:
             self._acked.add(mid)
 
     def _reap(self) -> None:
-        """Count acknowledged messages (caller holds the lock), oldest first: an acknowledgement may
-        arrive before the worker recorded the message's id, hence the set."""
-        while self._in_flight and self._in_flight[0][0] in self._acked:
-            mid, counted = self._in_flight.popleft()
+        """Count acknowledged messages (caller holds the lock). An acknowledgement may arrive before the
+        worker recorded the message's id: it waits in the set until then."""
+        for mid in [m for m in self._acked if m in self._in_flight]:
             self._acked.discard(mid)
-            self._counts["delivered"] += counted
+            self._counts["delivered"] += self._in_flight.pop(mid)
 
 
 def _is_power_of_ten(n: int) -> bool:

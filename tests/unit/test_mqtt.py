@@ -36,7 +36,10 @@ from events_factory import make_event  # noqa: E402
 
 PREFIX = "nx-test"
 DISCOVERY = "ha"
-INSTALL = "mosquitto is not installed: `apt-get install -y mosquitto mosquitto-clients` (the MQTT sink is tested against a real broker)"  # noqa: E501
+INSTALL = (
+    "mosquitto is not installed: run `apt-get install mosquitto` (Debian's broker, as root after `apt-get update`);"
+    " the MQTT sink is tested against a real broker"
+)
 
 
 def tool(name: str) -> str:
