@@ -112,20 +112,27 @@ class SourceConfig(SourceSettings):
 
     @classmethod
     def from_camera(cls, camera: ResolvedCamera) -> SourceConfig:
-        """The reader's view of a resolved camera (``${ENV}`` in the URL expanded)."""
+        """The reader's view of a resolved camera. ``url`` keeps its ``${ENV}`` references (it is shown
+        in the camera status: a password from the environment must not be); a missing variable fails
+        here, and :attr:`resolved_url` is what is opened."""
         fields = camera.camera.model_dump(include=set(SourceSettings.model_fields))
-        fields["url"] = expand_env(fields["url"])
+        expand_env(fields["url"])
         return cls(**fields, read_timeout_s=camera.read_timeout_s)
+
+    @property
+    def resolved_url(self) -> str:
+        """``url`` with ``${ENV}`` expanded: what FFmpeg opens (never logged unmasked, never in a status)."""
+        return expand_env(self.url)
 
     @property
     def is_url(self) -> bool:
         """Whether ``url`` is a URL with a scheme (``file://`` counts as a local file)."""
-        return url_scheme(self.url) is not None
+        return url_scheme(self.resolved_url) is not None
 
     @property
     def is_live(self) -> bool:
         """A source that paces itself and should never end: a live-scheme URL or a device."""
-        return self.format is not None or is_live_url(self.url)
+        return self.format is not None or is_live_url(self.resolved_url)
 
     @property
     def should_reconnect(self) -> bool:
@@ -143,7 +150,7 @@ class SourceConfig(SourceSettings):
         source (so FFmpeg opens only what the policy checked: no ``file`` under a URL, no ``tty``)."""
         if self.source_policy is None:
             return dict(self.options)
-        return {**self.options, **ffmpeg_options(self.source_policy, self.url, self.format)}
+        return {**self.options, **ffmpeg_options(self.source_policy, self.resolved_url, self.format)}
 
     def backoff(self, rng: random.Random | None = None) -> Backoff:
         return Backoff(self.backoff_initial_s, self.backoff_max_s, self.jitter, rng=rng)
@@ -247,7 +254,7 @@ class StreamReader:
         _positive("fps", fps)
         self.cfg = cfg
         self.fps = float(fps)
-        self.label = source_label(cfg.url)
+        self.label = source_label(cfg.resolved_url)
         self._on_packet = on_packet
         self._on_connect = on_connect
         self._stop = stop if stop is not None else threading.Event()
@@ -323,7 +330,10 @@ class StreamReader:
                     return
                 try:
                     container, stream = open_video_stream(
-                        cfg.url, timeout_s=cfg.read_timeout_s, options=cfg.open_options, input_format=cfg.format
+                        cfg.resolved_url,
+                        timeout_s=cfg.read_timeout_s,
+                        options=cfg.open_options,
+                        input_format=cfg.format,
                     )
                 except MediaError as exc:
                     if not self._retry(exc, reconnect):
@@ -370,7 +380,7 @@ class StreamReader:
         if policy is None:
             return True
         try:
-            check_source(policy, self.cfg.url, input_format=self.cfg.format, options=self.cfg.options)
+            check_source(policy, self.cfg.resolved_url, input_format=self.cfg.format, options=self.cfg.options)
         except SourceNotAllowedError as exc:
             logger.error("%s: refused by the source policy: %s", self.label, exc.reason)
             self._last_error = str(exc)

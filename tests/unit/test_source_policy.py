@@ -218,3 +218,16 @@ def test_a_text_file_inside_a_root_is_not_rendered_as_video(tmp_path: Path, shar
         list(StreamReader(SourceConfig(str(text), source_policy=policy, pacing="fast"), fps=5).frames())
     reader = StreamReader(SourceConfig(str(video), source_policy=policy, pacing="fast"), fps=5)
     assert len(list(itertools.islice(reader.frames(), 3))) == 3
+
+
+def test_a_password_from_the_environment_stays_out_of_the_status_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.sources import SourceConfig, StreamReader
+    from nexara.config import parse_config
+
+    monkeypatch.setenv("NX_CAM_PASSWORD", "hunter2-secret")
+    cfg = parse_config("cameras:\n  - id: cam\n    url: rtsp://admin:${NX_CAM_PASSWORD}@10.0.0.9/s\n")
+    source = SourceConfig.from_camera(cfg.resolve_camera("cam"))
+    assert source.url == "rtsp://admin:${NX_CAM_PASSWORD}@10.0.0.9/s"  # what the camera status shows
+    assert source.resolved_url == "rtsp://admin:hunter2-secret@10.0.0.9/s"  # what FFmpeg opens
+    assert source.is_url and source.is_live and source.should_reconnect
+    assert "hunter2" not in StreamReader(source, fps=5).label
