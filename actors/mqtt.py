@@ -5,7 +5,9 @@ Topics (``P`` = ``topic_prefix``, ``D`` = ``discovery_prefix``):
 
 - ``P/available``: ``online`` / ``offline``, retained. ``offline`` is the last will (the broker
   publishes it when the connection dies) and is published on a clean :meth:`MqttSink.close`; ``online``
-  on every (re)connect.
+  on every (re)connect. Every source has its own sink and connection under the same prefix, so each
+  open sink also listens to ``P/available`` and answers another's ``offline`` with ``online``: the
+  topic says offline only once the last source is gone.
 - ``P/events``: each start/update/end event as JSON (the event log's record), QoS 1, never retained.
 - ``P/<camera>/violence``: ``ON`` from an incident's start to its end, ``OFF`` after; retained, so a
   subscriber that arrives late reads the current state.
@@ -145,6 +147,7 @@ class MqttSink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_availability
         self._client = client
         for camera in cameras:
             self._add_camera(camera)
@@ -378,8 +381,15 @@ class MqttSink:
         with self._lock:
             self._counts["connects"] += 1
         logger.info("mqtt connected to %s:%d", self.host, self.port)
+        client.subscribe(self.availability_topic, qos=_QOS)  # the other sources' offline (module doc)
         self._announce.set()  # before the worker may publish anything else
         self._connected.set()
+
+    def _on_availability(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            open_ = self._accepting
+        if open_ and message.payload == OFFLINE.encode():
+            self._announce.set()  # another source left (or this one's stale will): say online again
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()

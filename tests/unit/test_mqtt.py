@@ -233,6 +233,21 @@ def test_availability_discovery_events_and_state(tmp_path: Path, cleanup: list[C
     assert s.stats()["dropped"] == 1
 
 
+def test_availability_stays_online_while_any_source_runs(tmp_path: Path, cleanup: list[Callable[[], None]]) -> None:
+    b = broker(tmp_path, cleanup)
+    live = subscriber(b.port, cleanup)
+    first = sink(b.port, cleanup, cameras=["cam-1"])
+    second = sink(b.port, cleanup, cameras=["cam-2"])  # another source: its own connection, same prefix
+    wait_until(lambda: first.connected and second.connected, what="both connected")
+    first.close(timeout_s=5)  # one camera removed: the other answers its offline
+    wait_until(lambda: live.payloads(f"{PREFIX}/available")[-2:] == ["offline", "online"], what="online again")
+    retained(b.port, {f"{PREFIX}/available": "online"})
+    second.close(timeout_s=5)  # the last one gone: offline stays
+    retained(b.port, {f"{PREFIX}/available": "offline"})
+    time.sleep(0.3)
+    assert live.payloads(f"{PREFIX}/available")[-1] == "offline"
+
+
 def test_last_will_marks_offline_when_the_process_dies(tmp_path: Path, cleanup: list[Callable[[], None]]) -> None:
     b = broker(tmp_path, cleanup)
     live = subscriber(b.port, cleanup)
