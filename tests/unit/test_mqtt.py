@@ -257,7 +257,7 @@ def test_last_will_marks_offline_when_the_process_dies(tmp_path: Path, cleanup: 
         "while not s.connected: time.sleep(0.02)\nprint('up', flush=True)\ntime.sleep(60)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
-    cleanup.append(lambda: proc.poll() is None and proc.kill())
+    cleanup.append(lambda: None if proc.poll() is not None else proc.kill())
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
     wait_until(lambda: live.payloads(f"{PREFIX}/available") == ["online"], what="online")
     os.kill(proc.pid, signal.SIGKILL)  # no clean close: only the broker can say offline
@@ -346,6 +346,7 @@ def test_built_from_the_config(
         mqtt_sink(camera.sinks.mqtt, camera)
     monkeypatch.setenv("NX_MQTT_PW", "pw-from-env")
     s = mqtt_sink(camera.sinks.mqtt, camera)
+    assert isinstance(s, MqttSink)
     cleanup.append(lambda: s.close(timeout_s=1))
     wait_until(lambda: s.connected, what="connected from the config")
     config = f"{DISCOVERY}/binary_sensor/nexara_lobby/config"
