@@ -421,7 +421,7 @@ def main() -> None:
     from nexara.config import load_config
     from serve.builder import run_local
 
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # the source policy takes absolute paths only
     work.mkdir(parents=True, exist_ok=True)
     levels = [int(x) for x in args.levels.split(",")]
     t0 = time.perf_counter()
@@ -444,7 +444,14 @@ def main() -> None:
     def start_app(name: str, windows: dict[str, Any]) -> tuple[Any, Any]:
         cfg = base.model_copy(
             update={
-                "serve": base.serve.model_copy(update={"port": port, "app_name": name}),
+                "serve": base.serve.model_copy(
+                    update={
+                        "port": port,
+                        "app_name": name,
+                        # the cameras are files this benchmark composed: allow their folder over HTTP
+                        "source_policy": base.serve.source_policy.model_copy(update={"file_roots": [str(work)]}),
+                    }
+                ),
                 "windows": base.windows.model_copy(update=windows),
                 "sinks": base.sinks.model_copy(
                     update={"run_dir": str(work / "runs"), "webhook": None, "console": False}
