@@ -53,6 +53,7 @@ training:
     )
 
 
+@pytest.mark.timeout(600)  # three Ray Train runs: ~200 s on an idle 2-core machine, near 300 s under load
 def test_cv_train_export_resume(tmp_path: Path) -> None:
     x, y, groups = _synthetic()
     cfg = _cfg(tmp_path, trees=True, inner_folds=2)  # nested CV; a gradient-free tree member beside two heads
