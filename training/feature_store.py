@@ -111,13 +111,22 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def feature_rows(batch: dict[str, np.ndarray], key: StoreKey) -> tuple[pa.Table, list[dict[str, str]]]:
-    rows, errors = [], []
+def split_failed(batch: dict[str, np.ndarray]) -> tuple[list[int], list[dict[str, str]]]:
+    """Rows of a model batch that decoded, and the failed ones as records for ``_errors.parquet``."""
+    ok, errors = [], []
     for i in range(len(batch["path"])):
         err = str(batch["error"][i])
         if err:
             errors.append({"path": str(batch["path"][i]), "reason": err, "stage": "decode"})
-            continue
+        else:
+            ok.append(i)
+    return ok, errors
+
+
+def feature_rows(batch: dict[str, np.ndarray], key: StoreKey) -> tuple[pa.Table, list[dict[str, str]]]:
+    rows = []
+    ok, errors = split_failed(batch)
+    for i in ok:
         f = np.asarray(batch["features"][i], dtype=np.float16)
         rows.append(
             {

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 from nexara.backbones import effective_clip_spec
 from nexara.config import NexaraConfig
 from nexara.errors import NexaraError
+from training.feature_store import split_failed
 
 WINDOW_PREFIX = "windows-"
 CLIP_COLUMNS = ("path", "content_hash", "label", "source", "split")
@@ -100,12 +101,9 @@ def stored_clips(out_dir: Path, key: WindowStoreKey) -> set[str]:
 
 def window_rows(batch: dict[str, np.ndarray], key: WindowStoreKey) -> tuple[pa.Table, list[dict[str, str]]]:
     """A batch out of the clip backbone actors -> (window rows, failed clips for ``_errors.parquet``)."""
-    rows, errors = [], []
-    for i in range(len(batch["path"])):
-        err = str(batch["error"][i])
-        if err:
-            errors.append({"path": str(batch["path"][i]), "reason": err, "stage": "decode"})
-            continue
+    rows = []
+    ok, errors = split_failed(batch)
+    for i in ok:
         per_time = np.asarray(batch["per_time"][i], dtype=np.float16)
         rows.append(
             {
