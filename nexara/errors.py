@@ -226,6 +226,10 @@ HTTP_STATUS: dict[str, int] = {
     # routing (Starlette's own errors)
     "not_found": 404,
     "method_not_allowed": 405,
+    # console sign-in, roles and reviews
+    "forbidden": 403,
+    "csrf_failed": 403,
+    "invalid_review": 422,
 }
 """HTTP status by error code. A code not listed is input the caller sent that could not be used: 422."""
 
