@@ -347,6 +347,23 @@ class RateLimitConfig(Frozen):
     burst: int = Field(30, ge=1, le=1_000_000, description="POSTs allowed at once before the rate applies.")
 
 
+class ConsoleConfig(Frozen):
+    """The operator console at /ui/ (sign-in with users from `nexara users add`, roles, sessions)."""
+
+    enabled: bool = Field(True, description="Serve the console at /ui/ and its session API at /ui/api/.")
+    users_file: str = Field(
+        "users.json",
+        description="Users file written by `nexara users add` (relative paths: from the working folder; "
+        "give an absolute path on a cluster).",
+    )
+    session_ttl_s: float = Field(8 * 3600.0, ge=60, le=30 * 86_400, description="Sign-in session lifetime.")
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed sign-ins per user name (and per client) before 429s start."
+    )
+    login_window_s: float = Field(60.0, gt=0, le=86_400, description="Window the failed sign-ins are counted over.")
+    secure_cookie: bool = Field(False, description="Mark the session cookie Secure (set it behind an HTTPS proxy).")
+
+
 class ServeSection(Model):
     """The Ray Serve application (`nexara serve`, `nexara serve build`, `nexara watch`)."""
 
@@ -369,6 +386,7 @@ class ServeSection(Model):
     max_json_kb: float = Field(64.0, gt=0, le=100_000, description="Largest JSON body (POST /v1/cameras).")
     backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
     ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)  # type: ignore[arg-type]
 
 
 class WebhookConfig(Frozen):
