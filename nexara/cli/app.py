@@ -8,10 +8,10 @@ import logging
 import sys
 import warnings
 
-from nexara.cli import config, dataset, grafana, live, predict, probe, train, wall
+from nexara.cli import config, dataset, grafana, live, predict, probe, train, users, wall
 from nexara.errors import NexaraError
 
-_COMMAND_MODULES = (config, probe, dataset, train, predict, live, wall, grafana)
+_COMMAND_MODULES = (config, probe, dataset, train, predict, live, wall, grafana, users)
 
 
 def build_parser() -> argparse.ArgumentParser:
