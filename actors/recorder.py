@@ -23,11 +23,18 @@ connection. Packets are copied (``bytes(packet)``) into fresh packets on write, 
 serve overlapping clips. If the preferred container refuses the codec (VP8 in MP4, say), the clip
 falls back to the other one (MP4 <-> Matroska) and the path changes suffix.
 
+A request with a ``crop`` box (a monitor-wall cell) keeps the remux of the whole wall as
+``<event>-wall.mp4`` and hands it to :class:`~actors.clip_encode.CellClipEncoder`, which writes the
+cell alone, re-encoded as H.264 MP4 with faststart, to ``<event>.mp4``: that is the path the request
+returns and the state it reports ("pending" until the encode is done). :meth:`ClipRecorder.flush`
+waits for the encodes.
+
 Pure logic plus file I/O: no Ray.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -45,6 +52,7 @@ import av.container
 import av.stream
 import av.video.stream
 
+from actors.clip_encode import CellClipEncoder, CropBox, check_box
 from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -93,8 +101,15 @@ class _Request:
     start_s: float
     from_s: float  # start_s - pre_s
     until_s: float  # start_s + post_s
-    path: Path
+    path: Path  # the remux (the whole wall when cropped)
+    crop: CropBox | None = None
+    cell_path: Path | None = None  # the re-encoded cell when cropped
     state: ClipState = "pending"
+
+    @property
+    def clip(self) -> Path:
+        """The clip the event points at: the cell when cropped, else the remux."""
+        return self.cell_path if self.cell_path is not None else self.path
 
 
 @dataclass(slots=True)
@@ -156,6 +171,8 @@ class ClipRecorder:
         # and the pending ones, checked on every push.
         self._requests: dict[str, _Request] = {}
         self._pending_reqs: dict[str, _Request] = {}
+        self._encoding: set[str] = set()  # cropped clips remuxed, their cell being encoded
+        self._encoder = CellClipEncoder()
         self._closed = False
         self._counts = {"clips_written": 0, "clips_failed": 0, "packets_dropped": 0, "fallbacks": 0}
         self._warned_long_gop = False
@@ -217,17 +234,20 @@ class ClipRecorder:
             self._trim()
 
     def flush(self) -> None:
-        """Stream end: write every pending clip with what is buffered."""
+        """Stream end: write every pending clip with what is buffered, and wait for cell encodes."""
         with self._lock:
             for req in list(self._pending()):
                 self._write(req, why="flush")
+        self._encoder.wait_idle()  # outside the lock: finishing an encode takes it
 
     def close(self) -> None:
         """Flush pending clips and release everything. Idempotent."""
         with self._lock:
             if self._closed:
                 return
-            self.flush()
+        self.flush()
+        self._encoder.close()
+        with self._lock:
             self._release_connection()
             self._gops.clear()
             self._buffered = 0
@@ -241,31 +261,36 @@ class ClipRecorder:
 
     # request side ----------------------------------------------------------------------------
 
-    def request(self, event_id: str, start_s: float) -> Path:
+    def request(self, event_id: str, start_s: float, crop: CropBox | None = None) -> Path:
         """Ask for the clip of an alert starting at ``start_s`` (stream seconds); returns the path
-        it will be written to. Asking again for the same event returns the same path (a failed
-        clip is retried)."""
+        it will be written to. ``crop`` (x0, y0, x1, y1 in frame pixels: a wall cell) asks for that
+        cell re-encoded (see the module docstring). Asking again for the same event returns the same
+        path (a failed clip is retried)."""
         if not _finite(start_s):
             raise InvalidInputError(f"start_s must be a finite number of seconds, got {start_s!r}")
+        if crop is not None:
+            crop = check_box(crop)
         stem = safe_clip_name(event_id)
         with self._lock:
             self._check_open()
             req = self._requests.get(event_id)
             if req is not None and req.state != "failed":
-                return req.path
+                return req.clip
             suffix = self._conn.preferred if self._conn is not None else self.container
             req = _Request(
                 event_id=event_id,
                 start_s=float(start_s),
                 from_s=float(start_s) - self.pre_s,
                 until_s=float(start_s) + self.post_s,
-                path=self.out_dir / f"{stem}.{suffix}",
+                path=self.out_dir / (f"{stem}-wall.{suffix}" if crop else f"{stem}.{suffix}"),
+                crop=crop,
+                cell_path=self.out_dir / f"{stem}.mp4" if crop else None,
             )
             self._requests.pop(event_id, None)  # re-insert at the end (a retried failure)
             self._requests[event_id] = req
             self._pending_reqs[event_id] = req
-            logger.debug("clip %s requested for [%.2f, %.2f] -> %s", event_id, req.from_s, req.until_s, req.path)
-            return req.path
+            logger.debug("clip %s requested for [%.2f, %.2f] -> %s", event_id, req.from_s, req.until_s, req.clip)
+            return req.clip
 
     def status(self, event_id: str) -> ClipState:
         with self._lock:
@@ -279,11 +304,18 @@ class ClipRecorder:
         """Where the clip of ``event_id`` is (written) or will be (pending); None if unknown or failed."""
         with self._lock:
             req = self._requests.get(event_id)
-            return None if req is None or req.state == "failed" else req.path
+            return None if req is None or req.state == "failed" else req.clip
+
+    def wall_clip_path(self, event_id: str) -> Path | None:
+        """The whole-wall remux kept beside a cropped clip (None for an uncropped or unknown one)."""
+        with self._lock:
+            req = self._requests.get(event_id)
+            return None if req is None or req.crop is None else req.path
 
     def pending_paths(self) -> list[Path]:
         with self._lock:
-            return [req.path for req in self._pending()]
+            pending = [*self._pending(), *(self._requests[e] for e in self._encoding if e in self._requests)]
+            return [req.clip for req in pending]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -291,7 +323,7 @@ class ClipRecorder:
                 "clips_written": self._counts["clips_written"],
                 "clips_failed": self._counts["clips_failed"],
                 "buffered_packets": self._buffered,
-                "pending": len(self._pending_reqs),
+                "pending": len(self._pending_reqs) + len(self._encoding),
                 "packets_dropped": self._counts["packets_dropped"],
                 "fallbacks": self._counts["fallbacks"],
                 "connections": self._connections,
@@ -420,9 +452,14 @@ class ClipRecorder:
             if kind != first:
                 self._counts["fallbacks"] += 1
             req.path = path
-            req.state = "ready"
-            self._finished(req)
-            self._counts["clips_written"] += 1
+            if req.crop is not None and req.cell_path is not None:
+                self._pending_reqs.pop(req.event_id, None)
+                self._encoding.add(req.event_id)
+                self._encoder.submit(path, req.cell_path, req.crop, functools.partial(self._encoded, req))
+            else:
+                req.state = "ready"
+                self._finished(req)
+                self._counts["clips_written"] += 1
             logger.info(
                 "clip %s written (%s): %s, %d packets, %.2f..%.2f s",
                 req.event_id,
@@ -434,6 +471,19 @@ class ClipRecorder:
             )
             return
         self._fail(req, "; ".join(errors))
+
+    def _encoded(self, req: _Request, reason: str | None) -> None:
+        """The cell encode of a cropped clip finished (encoder thread)."""
+        with self._lock:
+            self._encoding.discard(req.event_id)
+            if self._requests.get(req.event_id) is not req:
+                return  # forgotten (history) meanwhile
+            if reason is not None:
+                self._fail(req, f"cell clip not encoded: {reason}")
+                return
+            req.state = "ready"
+            self._finished(req)
+            self._counts["clips_written"] += 1
 
     def _fail(self, req: _Request, reason: str) -> None:
         req.state = "failed"
