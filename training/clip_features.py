@@ -43,17 +43,19 @@ def _window_count(duration_s: float | None, spec: ClipSpec, hop_s: float) -> int
 
 class DecodeWindows:
     """Callable for ``Dataset.flat_map``: one manifest row -> one row per window (uint8 frames
-    ``(T, S, S, 3)`` at the spec's decode size), or one error row (``window_index`` -1)."""
+    ``(T, H, W, 3)`` at the spec's decode size, and the window's flow statistics when ``features.motion``),
+    or one error row (``window_index`` -1)."""
 
     def __init__(self, cfg: NexaraConfig, spec: ClipSpec) -> None:
         self.spec = spec
+        self.motion = cfg.features.motion
         self.hop_s = cfg.features.window_hop_s
         self.timeout_s = cfg.media.read_timeout_s
         # decoded windows of one clip are held at once: the long-video frame budget bounds them
         self.max_frames = cfg.media.max_frames_long_video
 
     def _failed(self, out: dict[str, Any], reason: str) -> list[dict[str, Any]]:
-        s = self.spec.short_side_px
+        h, w = self.spec.decode_size_hw
         return [
             {
                 **out,
@@ -61,8 +63,9 @@ class DecodeWindows:
                 "num_windows": 0,
                 "start_s": 0.0,
                 "end_s": 0.0,
-                "frames": np.zeros((0, s, s, 3), np.uint8),
+                "frames": np.zeros((0, h, w, 3), np.uint8),
                 "times_s": np.zeros(0, np.float32),
+                "motion": np.zeros(0, np.float32),
                 "corrupt_packets": 0,
                 "error": reason,
             }
@@ -70,6 +73,7 @@ class DecodeWindows:
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         from nexara.media import sample_windows  # imported in the worker
+        from nexara.motion import window_motion
 
         spec = self.spec
         out = {k: row[k] for k in CLIP_COLUMNS}
@@ -90,6 +94,8 @@ class DecodeWindows:
                 resize=spec.crop,
                 timeout_s=self.timeout_s,
             )
+            bounds = list(zip(w.start_s.tolist(), w.end_s.tolist(), strict=True))
+            motion = window_motion(row["path"], bounds, timeout_s=self.timeout_s) if self.motion else None
         except MediaError as exc:
             return self._failed(out, exc.reason)
         except Exception as exc:
@@ -106,6 +112,7 @@ class DecodeWindows:
                 "frames": w.frames[i],
                 "times_s": w.times_s[i].astype(np.float32),
                 "corrupt_packets": int(w.corrupt_packets),
+                "motion": motion[i] if motion is not None else np.zeros(0, np.float32),
                 "error": "",
             }
             for i in range(n)
@@ -143,7 +150,7 @@ class ClipBackboneActor:
             pt = feats.per_time.cpu().numpy().astype(np.float16)
             for j, i in enumerate(ok):
                 pooled[i], per_time[i] = p[j], pt[j]
-        result = {k: batch[k] for k in (*CLIP_COLUMNS, *_WINDOW_COLUMNS)}
+        result = {k: batch[k] for k in (*CLIP_COLUMNS, *_WINDOW_COLUMNS, "motion")}
         result["features"] = pooled
         result["per_time"] = per_time
         return result

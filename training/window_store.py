@@ -48,30 +48,43 @@ WINDOW_SCHEMA = pa.schema(
         ("backbone", pa.string()),
         ("clip_spec_hash", pa.string()),
         ("window_hop_s", pa.float32()),
+        # optical-flow statistics of the window (nexara.motion.window_motion); empty when not computed
+        ("motion", pa.list_(pa.float32())),
+        ("motion_hash", pa.string()),
     ]
 )
 
 
 @dataclass(frozen=True, slots=True)
 class WindowStoreKey:
-    """What makes stored windows reusable: the backbone, its clip spec (T, window, crop...) and the hop."""
+    """What makes stored windows reusable: the backbone, its clip spec (T, window, crop...), the hop and
+    the motion spec of the windows' flow statistics (``""`` when they are not computed)."""
 
     backbone: str
     clip_spec_hash: str
     window_hop_s: float
+    motion_hash: str = ""
 
     @classmethod
     def for_config(cls, cfg: NexaraConfig) -> WindowStoreKey:
-        return cls(cfg.model.backbone, effective_clip_spec(cfg).hash(), float(cfg.features.window_hop_s))
+        motion_hash = ""
+        if cfg.features.motion:
+            from nexara.motion import MotionSpec
+
+            motion_hash = MotionSpec().hash()
+        return cls(cfg.model.backbone, effective_clip_spec(cfg).hash(), float(cfg.features.window_hop_s), motion_hash)
 
     def expression(self) -> pc.Expression:
         # the hop is stored as float32: compare it at that precision
         hop = pa.scalar(self.window_hop_s, pa.float32())
-        return (
+        expr = (
             (pc.field("backbone") == self.backbone)
             & (pc.field("clip_spec_hash") == self.clip_spec_hash)
             & (pc.field("window_hop_s") == hop)
         )
+        if self.motion_hash:
+            expr = expr & (pc.field("motion_hash") == self.motion_hash)
+        return expr
 
 
 def _parts(out_dir: Path) -> list[str]:
@@ -121,6 +134,10 @@ def window_rows(batch: dict[str, np.ndarray], key: WindowStoreKey) -> tuple[pa.T
                 "backbone": key.backbone,
                 "clip_spec_hash": key.clip_spec_hash,
                 "window_hop_s": key.window_hop_s,
+                "motion": np.asarray(batch["motion"][i], dtype=np.float32)
+                if "motion" in batch
+                else np.zeros(0, np.float32),
+                "motion_hash": key.motion_hash,
             }
         )
     return _rows_to_table(rows), errors
@@ -138,7 +155,7 @@ def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     arrays = []
     for field in WINDOW_SCHEMA:
         values = [r[field.name] for r in rows]
-        if field.name in ("features", "frame_times_s"):
+        if field.name in ("features", "frame_times_s", "motion"):
             arrays.append(_list_of(values, field.type.value_type))
         elif field.name == "per_time":
             inner = _list_of([row for pt in values for row in pt], pa.float16())
@@ -151,12 +168,14 @@ def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 @dataclass(frozen=True, slots=True)
 class StoredWindows:
-    """Every stored window: ``pooled`` (N, D), ``per_time`` (N, T', D) float32, and the metadata table
-    (clip columns, ``window_index``, ``start_s``, ``end_s``...), ordered by clip (content hash) then window."""
+    """Every stored window: ``pooled`` (N, D), ``per_time`` (N, T', D) float32, ``motion`` (N, MOTION_DIM)
+    float32 flow statistics (None unless every window has them), and the metadata table (clip columns,
+    ``window_index``, ``start_s``, ``end_s``...), ordered by clip (content hash) then window."""
 
     pooled: np.ndarray
     per_time: np.ndarray
     meta: pa.Table
+    motion: np.ndarray | None = None
 
 
 def load_windows(out_dir: Path, *, key: WindowStoreKey | None = None) -> StoredWindows:
@@ -166,7 +185,7 @@ def load_windows(out_dir: Path, *, key: WindowStoreKey | None = None) -> StoredW
     table = _table(out_dir, key)
     if table.num_rows == 0:
         raise NexaraError(f"{out_dir}: no stored windows match {key}")
-    order = ["content_hash", "backbone", "clip_spec_hash", "window_hop_s", "window_index"]
+    order = ["content_hash", "backbone", "clip_spec_hash", "window_hop_s", "motion_hash", "window_index"]
     table = table.sort_by([(c, "ascending") for c in order])
     ids = list(zip(*(table.column(c).to_pylist() for c in order), strict=True))
     first = [i for i, k in enumerate(ids) if i == 0 or k != ids[i - 1]]
@@ -178,8 +197,14 @@ def load_windows(out_dir: Path, *, key: WindowStoreKey | None = None) -> StoredW
     t_prime, dim = shapes.pop()
     pooled = pc.list_flatten(table.column("features")).to_numpy(zero_copy_only=False).astype(np.float32)
     per_time = pc.list_flatten(pc.list_flatten(table.column("per_time"))).to_numpy(zero_copy_only=False)
+    motion_lengths = set(pc.list_value_length(table.column("motion")).fill_null(0).to_pylist())
+    motion = None
+    if len(motion_lengths) == 1 and (m_dim := motion_lengths.pop()) > 0:
+        flat = pc.list_flatten(table.column("motion")).to_numpy(zero_copy_only=False)
+        motion = flat.astype(np.float32).reshape(table.num_rows, m_dim)
     return StoredWindows(
         pooled.reshape(table.num_rows, dim),
         per_time.astype(np.float32).reshape(table.num_rows, t_prime, dim),
-        table.drop_columns(["features", "per_time"]),
+        table.drop_columns(["features", "per_time", "motion"]),
+        motion,
     )

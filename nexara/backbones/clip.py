@@ -16,7 +16,7 @@ from torch import nn
 from nexara.backbones.spec import ClipSpec
 from nexara.errors import InvalidFramesError, ModelError
 
-__all__ = ["ClipBackbone", "ClipFeatures", "windows_to_input"]
+__all__ = ["ClipBackbone", "ClipFeatures", "motion_box", "motion_view", "windows_to_input"]
 
 Windows = np.ndarray | torch.Tensor
 
@@ -47,6 +47,39 @@ def windows_to_input(
     return x.reshape(n, t, 3, crop_px, crop_px).permute(0, 2, 1, 3, 4).contiguous()
 
 
+# frame differences are summed on a grid this much coarser than the frame (cheap, and noise averages out)
+_MOTION_GRID_PX = 8
+
+
+def motion_box(frames: torch.Tensor, fraction: float) -> tuple[int, int, int]:
+    """(top, left, side) of the square of side ``fraction`` x the short side where the absolute grey-level
+    differences between consecutive frames of ``frames`` (uint8 or float ``(T, H, W, 3)``), summed over
+    the window on an 8-px grid, carry the most energy (the first such square on ties: a still window
+    gives the top-left one)."""
+    t, h, w, _ = frames.shape
+    side = max(1, int(fraction * min(h, w)))
+    if t < 2:
+        return (h - side) // 2, (w - side) // 2, side
+    k = _MOTION_GRID_PX
+    grey = frames.float().mean(dim=3)  # (T, H, W)
+    small = F.avg_pool2d(grey.unsqueeze(1), k, k, ceil_mode=True).squeeze(1)
+    energy = (small[1:] - small[:-1]).abs().sum(0)  # (h', w')
+    box_cells = max(1, side // k)
+    kh, kw = min(box_cells, energy.shape[0]), min(box_cells, energy.shape[1])
+    scores = F.avg_pool2d(energy[None, None], (kh, kw), stride=1)[0, 0]
+    row, col = divmod(int(scores.argmax()), scores.shape[1])
+    return min(row * k, h - side), min(col * k, w - side), side
+
+
+def motion_view(windows: torch.Tensor, fraction: float) -> torch.Tensor:
+    """uint8 ``(N, T, H, W, 3)`` -> uint8 ``(N, T, side, side, 3)``: each window's :func:`motion_box`."""
+    crops = []
+    for window in windows:
+        top, left, side = motion_box(window, fraction)
+        crops.append(window[:, top : top + side, left : left + side])
+    return torch.stack(crops)
+
+
 class ClipBackbone(nn.Module):
     """A frozen clip feature extractor.
 
@@ -66,9 +99,15 @@ class ClipBackbone(nn.Module):
         weights_source: str | None = None,
         autocast: bool = True,
         amp_dtype: torch.dtype = torch.float16,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.name = name
+        # NDHWC convolutions: 1.7-4x faster for I3D on this 2-core CPU, same outputs to ~1e-6
+        # (research/issue11/FINDINGS.md, bench_cl.py)
+        self.channels_last = channels_last
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
         self.net = net
         self.spec = spec
         self.spec_hash = spec.hash()
@@ -85,11 +124,21 @@ class ClipBackbone(nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.name!r}, feature_dim={self.feature_dim}, spec_hash={self.spec_hash}"
 
+    @property
+    def views(self) -> int:
+        """Net passes per window: 1 (centre crop), 2 with the spec's motion crop (features averaged)."""
+        return 2 if self.spec.motion_crop else 1
+
     def preprocess(self, windows: Windows) -> torch.Tensor:
-        """uint8 ``(N, T, H, W, 3)`` -> the net's float input ``(N, 3, T, crop, crop)`` on this module's device."""
+        """uint8 ``(N, T, H, W, 3)`` -> the net's float input ``(views * N, 3, T, crop, crop)`` on this
+        module's device: the centre crops of the N windows, then (with a motion crop) their motion views."""
         t = self._as_windows(windows).to(self.device, non_blocking=True)  # ship uint8, convert on the device
         s = self.spec
-        return windows_to_input(t, s.short_side_px, s.crop_px, s.value_range)
+        centre = windows_to_input(t, s.short_side_px, s.crop_px, s.value_range)
+        if not s.motion_crop:
+            return centre
+        moving = windows_to_input(motion_view(t, s.motion_crop), s.crop_px, s.crop_px, s.value_range)
+        return torch.cat([centre, moving])
 
     def _inference_context(self) -> contextlib.AbstractContextManager[Any]:
         stack = contextlib.ExitStack()
@@ -101,7 +150,15 @@ class ClipBackbone(nn.Module):
 
     def _run(self, windows: Windows) -> Any:
         with self._inference_context():
-            return self.net(self.preprocess(windows))
+            x = self.preprocess(windows)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            return self.net(x)
+
+    def _mean_views(self, x: torch.Tensor) -> torch.Tensor:
+        """The net's ``(views * N, ...)`` outputs -> ``(N, ...)``: the mean over views (float32)."""
+        x = x.float()
+        return x.reshape(self.views, -1, *x.shape[1:]).mean(dim=0) if self.views > 1 else x
 
     def forward(self, windows: Windows) -> ClipFeatures:
         """Per-window and per-time features (float32) for uint8 RGB windows ``(N, T, H, W, 3)``."""
@@ -110,14 +167,14 @@ class ClipBackbone(nn.Module):
             empty = torch.empty((0, self.feature_dim), dtype=torch.float32, device=self.device)
             return ClipFeatures(empty, empty.reshape(0, 0, self.feature_dim))
         out = self._run(t)
-        return ClipFeatures(out.pooled.float(), out.per_time.float())
+        return ClipFeatures(self._mean_views(out.pooled), self._mean_views(out.per_time))
 
     def classify(self, windows: Windows) -> torch.Tensor:
         """The backbone's own class logits (Kinetics-400 for I3D) per window, float32."""
         out = self._run(windows)
         if getattr(out, "logits", None) is None:
             raise ModelError(f"clip backbone '{self.name}' has no classifier")
-        return out.logits.float()
+        return self._mean_views(out.logits)
 
     def _as_windows(self, windows: Windows) -> torch.Tensor:
         if isinstance(windows, np.ndarray):

@@ -129,16 +129,21 @@ def get_clip_spec(name: str) -> ClipSpec:
 
 def effective_clip_spec(cfg: NexaraConfig) -> ClipSpec:
     """The configured clip backbone's spec for this run: its profile with the live window length
-    (``windows.window_s``) and, when set, ``model.frames_per_window`` and ``model.crop_px`` (the short
-    side keeps the profile's ratio to the crop, 256:224 for I3D)."""
+    (``windows.window_s``) and, when set, ``model.frames_per_window``, ``model.crop_px`` (the short and
+    decode sides keep the profile's ratio to the crop, 256:224 for I3D) and ``model.motion_crop``."""
     base = get_clip_spec(cfg.model.backbone)
     crop_px = cfg.model.crop_px or base.crop_px
+    scale = crop_px / base.crop_px
+    motion_crop = base.motion_crop if cfg.model.motion_crop is None else cfg.model.motion_crop
+    decode_short = round(base.decode_short_px * scale) if motion_crop else None
     return replace(
         base,
         num_frames=cfg.model.frames_per_window or base.num_frames,
         window_s=cfg.windows.window_s,
         crop_px=crop_px,
-        short_side_px=round(crop_px * base.short_side_px / base.crop_px),
+        short_side_px=round(base.short_side_px * scale),
+        motion_crop=motion_crop,
+        decode_short_side_px=decode_short,
     )
 
 

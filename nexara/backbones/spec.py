@@ -130,6 +130,11 @@ class PreprocessSpec:
 ClipSampling = Literal["evenly"]
 ClipCrop = Literal["center_crop"]
 _CLIP_FIELDS = ("num_frames", "window_s", "sampling", "short_side_px", "crop_px", "crop", "value_range", "channels")
+# optional fields: written (and hashed) only when they differ from these defaults, so the specs (and hashes)
+# of recipes made before they existed are unchanged
+_CLIP_OPTIONAL = {"motion_crop": 0.0, "decode_short_side_px": None}
+# a motion-crop recipe decodes the whole picture (not the centre square): at most this wide an aspect ratio
+_WIDE_ASPECT = 16 / 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,13 @@ class ClipSpec:
     ``short_side_px``, then the centre ``crop_px`` square is cut (``crop="center_crop"``), and uint8
     values are mapped linearly onto ``value_range``. :meth:`hash` covers every field, so features or
     a model made with one recipe (T, window length, crop) are refused by another.
+
+    ``motion_crop`` > 0 adds a second view of each window: the square of side ``motion_crop`` x the
+    decoded short side where the frame differences of the window's T frames carry the most energy
+    (:func:`nexara.backbones.clip.motion_box`), resized to ``crop_px``; the backbone's features are the
+    mean of the two views' (in wide street views people are small: the box zooms in where they move).
+    Frames are then decoded whole (up to a 16:9 picture) with the short side at ``decode_short_side_px``
+    (default ``short_side_px``), so the box can lie anywhere in the picture at that resolution.
     """
 
     num_frames: int
@@ -152,14 +164,26 @@ class ClipSpec:
     crop: ClipCrop = "center_crop"
     value_range: tuple[float, float] = (-1.0, 1.0)
     channels: Channels = "rgb"
+    motion_crop: float = 0.0
+    decode_short_side_px: int | None = None
 
     def __post_init__(self) -> None:
         try:
             t, short, crop_px = int(self.num_frames), int(self.short_side_px), int(self.crop_px)
             window_s = float(self.window_s)
             lo, hi = (float(v) for v in self.value_range)
+            motion_crop = float(self.motion_crop)
+            decode_short = short if self.decode_short_side_px is None else int(self.decode_short_side_px)
         except (TypeError, ValueError) as exc:
             raise InvalidSpecError(f"clip spec: bad field in {self!r}: {exc}") from exc
+        if not 0.0 <= motion_crop <= 1.0:
+            raise InvalidSpecError(f"clip spec: motion_crop must be in [0, 1] (0 = no motion view), got {motion_crop}")
+        if decode_short < short:
+            raise InvalidSpecError(
+                f"clip spec: decode_short_side_px ({decode_short}) must be >= short_side_px ({short})"
+            )
+        if motion_crop == 0.0 and decode_short != short:
+            raise InvalidSpecError("clip spec: decode_short_side_px only applies with a motion crop (motion_crop > 0)")
         if t < 1 or not (math.isfinite(window_s) and window_s > 0):
             raise InvalidSpecError(f"clip spec: need num_frames >= 1 and window_s > 0, got {t} and {window_s}")
         if not 1 <= crop_px <= short:
@@ -180,6 +204,13 @@ class ClipSpec:
         object.__setattr__(self, "short_side_px", short)
         object.__setattr__(self, "crop_px", crop_px)
         object.__setattr__(self, "value_range", (lo, hi))
+        object.__setattr__(self, "motion_crop", motion_crop)
+        object.__setattr__(self, "decode_short_side_px", None if decode_short == short else decode_short)
+
+    @property
+    def decode_short_px(self) -> int:
+        """The short side frames are decoded at (``decode_short_side_px``, else ``short_side_px``)."""
+        return self.decode_short_side_px or self.short_side_px
 
     @property
     def fps(self) -> float:
@@ -188,9 +219,14 @@ class ClipSpec:
 
     @property
     def decode_size_hw(self) -> tuple[int, int]:
-        """What a decoder should deliver under the ``center_crop`` resize policy: the short side at
-        ``short_side_px`` and its centre square, from which the backbone cuts the centre ``crop_px``."""
-        return self.short_side_px, self.short_side_px
+        """What a decoder should deliver under the ``center_crop`` resize policy: without a motion crop,
+        the short side at ``short_side_px`` and its centre square, from which the backbone cuts the centre
+        ``crop_px``; with one, the whole 16:9 picture at ``decode_short_px`` (a narrower source loses
+        its top and bottom edges, a wider one its sides), where the motion box may lie anywhere."""
+        if self.motion_crop == 0.0:
+            return self.short_side_px, self.short_side_px
+        h = self.decode_short_px
+        return h, 2 * round(h * _WIDE_ASPECT / 2)
 
     def frame_spec(self) -> PreprocessSpec:
         """The per-frame part of this spec (input size, normalisation to ``value_range``, crop policy)."""
@@ -209,14 +245,16 @@ class ClipSpec:
             "crop": self.crop,
             "value_range": list(self.value_range),
             "channels": self.channels,
+            **{k: getattr(self, k) for k, default in _CLIP_OPTIONAL.items() if getattr(self, k) != default},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipSpec:
-        """Inverse of :meth:`to_dict`; unknown or missing keys are an error, not ignored."""
+        """Inverse of :meth:`to_dict`; unknown or missing keys are an error, not ignored (the optional
+        ``motion_crop`` / ``decode_short_side_px`` may be absent)."""
         if not isinstance(data, Mapping):
             raise InvalidSpecError(f"clip spec: expected a mapping, got {type(data).__name__}")
-        extra = sorted(set(data) - set(_CLIP_FIELDS))
+        extra = sorted(set(data) - set(_CLIP_FIELDS) - set(_CLIP_OPTIONAL))
         missing = [k for k in _CLIP_FIELDS if k not in data]
         if extra or missing:
             raise InvalidSpecError(
@@ -231,14 +269,20 @@ class ClipSpec:
             crop=data["crop"],
             value_range=tuple(data["value_range"]),  # type: ignore[arg-type]
             channels=data["channels"],
+            **{k: data[k] for k in _CLIP_OPTIONAL if k in data},
         )
 
     def describe(self) -> str:
         """One line for people: ``T=32 evenly over 2 s (16 fps), short side 256, centre crop 224, [-1, 1]``."""
         lo, hi = self.value_range
+        motion = (
+            f" + motion crop {self.motion_crop:g} x short side {self.decode_short_px} (views averaged)"
+            if self.motion_crop
+            else ""
+        )
         return (
             f"T={self.num_frames} {self.sampling} over {self.window_s:g} s ({self.fps:g} fps), short side "
-            f"{self.short_side_px}, centre crop {self.crop_px}, [{lo:g}, {hi:g}]"
+            f"{self.short_side_px}, centre crop {self.crop_px}{motion}, [{lo:g}, {hi:g}]"
         )
 
     def canonical_json(self) -> str:

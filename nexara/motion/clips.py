@@ -24,7 +24,7 @@ from nexara.motion.stats import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["clip_motion", "motion_from_flows", "motion_from_gray"]
+__all__ = ["clip_motion", "motion_from_flows", "motion_from_gray", "window_motion"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +186,39 @@ def clip_motion(
         (time.perf_counter() - decoded) * 1e3,
     )
     return vec
+
+
+def window_motion(
+    source: Source,
+    bounds_s: Sequence[tuple[float, float]],
+    *,
+    spec: MotionSpec | None = None,
+    timeout_s: float = 10.0,
+) -> np.ndarray:
+    """Motion features ``(W, MOTION_DIM)`` float32 of the windows ``[start_s, end_s)`` of one video,
+    decoded once as :func:`clip_motion` decodes it (``spec.fps``, gray at ``spec.size_hw``).
+
+    Each window's vector is :func:`motion_from_gray` of the gray frames whose times fall in it, at most
+    the last ``round(window length x spec.fps) + 1`` of them: what a live cell's
+    :class:`~actors.motion_window.MotionBuffer` holds when that window is cut, so a model trained on these
+    vectors sees the live path's statistics. A window with fewer than two frames gives the zero vector.
+    """
+    import cv2
+
+    spec = spec or MotionSpec()
+    cv2.setNumThreads(1)
+    grays: list[np.ndarray] = []
+    times: list[float] = []
+    with iter_frames(source, fps=spec.fps, size_hw=spec.size_hw, resize="squash", timeout_s=timeout_s) as frames:
+        for frame in frames:
+            grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
+            times.append(frame.time_s)
+    t = np.asarray(times, dtype=np.float64)
+    out = np.zeros((len(bounds_s), MOTION_DIM), dtype=np.float32)
+    eps = 1e-6
+    for i, (start, end) in enumerate(bounds_s):
+        idx = np.flatnonzero((t >= start - eps) & (t < end - eps))
+        idx = idx[-(round((end - start) * spec.fps) + 1) :]
+        if len(idx) >= 2:
+            out[i] = motion_from_gray(np.stack([grays[j] for j in idx]), t[idx], spec)
+    return out

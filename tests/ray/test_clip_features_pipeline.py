@@ -72,6 +72,8 @@ def test_clip_backbone_windows_end_to_end(clip_manifest: Path, shared_clips: Pat
     cfg = parse_config(CONFIG)
     spec = effective_clip_spec(cfg)
     assert (spec.num_frames, spec.window_s, spec.short_side_px, spec.crop_px) == (8, 2.0, 128, 112)
+    # the profile's motion view scales with the crop: the whole picture decoded at short side 180
+    assert spec.motion_crop == 0.5 and spec.decode_size_hw == (180, 320)
     out = tmp_path / "features"
     stats = extract_features(clip_manifest, out, cfg)
     expected = _expected_windows(shared_clips, 1.0)
@@ -108,6 +110,13 @@ def test_clip_backbone_windows_end_to_end(clip_manifest: Path, shared_clips: Pat
     mine = [i for i, r in enumerate(rows) if r["path"] == path]
     np.testing.assert_allclose(stored.pooled[mine], ref.pooled.numpy(), atol=2e-2, rtol=1e-2)
     np.testing.assert_allclose(stored.per_time[mine], ref.per_time.numpy(), atol=2e-2, rtol=1e-2)
+    # each window carries the flow statistics of its own time span, as the live path computes them
+    from nexara.motion import MOTION_DIM, window_motion
+
+    assert stored.motion is not None and stored.motion.shape == (stats.windows, MOTION_DIM)
+    bounds = list(zip(w.start_s.tolist(), w.end_s.tolist(), strict=True))
+    np.testing.assert_array_equal(stored.motion[mine], window_motion(path, bounds))
+    assert not np.array_equal(stored.motion[mine[0]], stored.motion[mine[1]])
 
     again = extract_features(clip_manifest, out, cfg)
     assert (again.extracted, again.skipped, again.windows) == (0, 4, 0)

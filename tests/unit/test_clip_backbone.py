@@ -23,7 +23,7 @@ from nexara.backbones import (
     get_spec,
     list_backbones,
 )
-from nexara.backbones.clip import windows_to_input
+from nexara.backbones.clip import motion_box, motion_view, windows_to_input
 from nexara.backbones.factory import BackboneEntry, ClipBackboneEntry, register_backbone
 from nexara.backbones.i3d import CONVERTED_NAME, I3D_KINETICS400, I3D_SPEC, cache_dir, clip_to_input
 from nexara.config import parse_config
@@ -35,23 +35,38 @@ pytestmark = pytest.mark.unit
 SMALL = replace(I3D_SPEC, num_frames=8, short_side_px=128, crop_px=112)
 
 
+CENTRE_ONLY = replace(I3D_SPEC, motion_crop=0.0, decode_short_side_px=None)
+
+
 def test_clip_spec_hash_covers_frames_window_and_crop() -> None:
-    # pinned: a change to the canonical JSON would orphan every clip manifest and window store
-    assert I3D_SPEC.hash() == "cb6ee56e0bc630a8"
-    assert I3D_SPEC.describe() == "T=32 evenly over 2 s (16 fps), short side 256, centre crop 224, [-1, 1]"
+    # pinned: a change to the canonical JSON would orphan every clip manifest and window store; the
+    # centre-crop recipe keeps the hash it had before the motion view existed
+    assert CENTRE_ONLY.hash() == "cb6ee56e0bc630a8"
+    assert CENTRE_ONLY.describe() == "T=32 evenly over 2 s (16 fps), short side 256, centre crop 224, [-1, 1]"
+    assert I3D_SPEC.hash() == "dea09d5842691edc"
+    assert I3D_SPEC.describe() == (
+        "T=32 evenly over 2 s (16 fps), short side 256, centre crop 224 + motion crop 0.5 x short side 360 "
+        "(views averaged), [-1, 1]"
+    )
     variants = [
         replace(I3D_SPEC, num_frames=16),
         replace(I3D_SPEC, window_s=4.0),  # the same T at another fps
         replace(I3D_SPEC, crop_px=200),
         replace(I3D_SPEC, short_side_px=224),  # another crop policy: the whole short side
         replace(I3D_SPEC, value_range=(0.0, 1.0)),
+        replace(I3D_SPEC, motion_crop=0.4),
+        replace(I3D_SPEC, decode_short_side_px=448),
+        CENTRE_ONLY,
     ]
     hashes = {v.hash() for v in variants} | {I3D_SPEC.hash()}
     assert len(hashes) == len(variants) + 1
     same = ClipSpec(num_frames=32.0, window_s=2, short_side_px=256, crop_px=224, value_range=[-1, 1])  # type: ignore[arg-type]
-    assert same == I3D_SPEC and same.hash() == I3D_SPEC.hash()
+    assert same == CENTRE_ONLY and same.hash() == CENTRE_ONLY.hash()
     assert ClipSpec.from_dict(I3D_SPEC.to_dict()) == I3D_SPEC
-    assert I3D_SPEC.fps == 16.0 and I3D_SPEC.decode_size_hw == (256, 256)
+    assert ClipSpec.from_dict(CENTRE_ONLY.to_dict()) == CENTRE_ONLY and "motion_crop" not in CENTRE_ONLY.to_dict()
+    assert CENTRE_ONLY.fps == 16.0 and CENTRE_ONLY.decode_size_hw == (256, 256)
+    # the motion view needs the whole picture: 16:9 at the decode short side
+    assert I3D_SPEC.decode_size_hw == (360, 640) and I3D_SPEC.decode_short_px == 360
     # the per-frame part maps 0..255 onto [-1, 1]; a clip hash never equals a frame hash
     frame = I3D_SPEC.frame_spec()
     assert frame.size_hw == (224, 224) and frame.mean == (127.5,) * 3 and frame.std == (127.5,) * 3
@@ -67,6 +82,9 @@ def test_clip_spec_hash_covers_frames_window_and_crop() -> None:
         {"value_range": (1.0, -1.0)},
         {"crop": "squash"},
         {"sampling": "fps"},
+        {"motion_crop": 1.5},
+        {"decode_short_side_px": 100},  # below the short side
+        {"motion_crop": 0.0},  # a decode size without a motion view
     ],
 )
 def test_clip_spec_refuses_bad_fields(bad: dict[str, object]) -> None:
@@ -203,3 +221,34 @@ def test_clip_keys_with_a_frame_backbone_are_refused(tmp_path: Path) -> None:
     cfg = parse_config("model:\n  frames_per_window: 8\n")
     with pytest.raises(ConfigError, match="efficientnet_lite0 is a frame backbone"):
         extract_features(tmp_path / "manifest.parquet", tmp_path / "out", cfg)
+
+
+def test_motion_box_finds_where_the_frames_change() -> None:
+    rng = np.random.default_rng(1)
+    frames = np.full((8, 120, 200, 3), 90, np.uint8)
+    for i in range(8):  # a bright square moving about in the lower right, the rest still
+        frames[i, 70 + i : 100 + i, 150 - 2 * i : 180 - 2 * i] = rng.integers(150, 256, dtype=np.uint8)
+    top, left, side = motion_box(torch.from_numpy(frames), 0.5)
+    assert side == 60
+    assert top <= 70 and top + side >= 107 and left <= 136 and left + side >= 180
+    # a still window has no preferred place: a box of the right size inside the frame
+    t2, l2, s2 = motion_box(torch.from_numpy(np.repeat(frames[:1], 8, 0)), 0.5)
+    assert s2 == 60 and 0 <= t2 <= 60 and 0 <= l2 <= 140
+    view = motion_view(torch.from_numpy(frames[None]), 0.5)
+    assert view.shape == (1, 8, 60, 60, 3) and view.dtype == torch.uint8
+
+
+def test_motion_view_features_are_the_mean_of_both_views() -> None:
+    two_views = create_clip_backbone(I3D_KINETICS400, spec=SMALL, pretrained=False)
+    centre_spec = replace(SMALL, motion_crop=0.0, decode_short_side_px=None)
+    assert SMALL.motion_crop == 0.5 and two_views.views == 2
+    centre = create_clip_backbone(I3D_KINETICS400, spec=centre_spec, pretrained=False)
+    centre.net.load_state_dict(two_views.net.state_dict())
+    windows = np.random.default_rng(2).integers(0, 256, (2, 8, 120, 160, 3), dtype=np.uint8)
+    both = two_views(windows)
+    crops = motion_view(torch.from_numpy(windows), 0.5).numpy()
+    zoomed = create_clip_backbone(I3D_KINETICS400, spec=replace(centre_spec, short_side_px=112), pretrained=False)
+    zoomed.net.load_state_dict(two_views.net.state_dict())
+    expected = (centre(windows).pooled + zoomed(crops).pooled) / 2
+    assert torch.allclose(both.pooled, expected, atol=1e-5)
+    assert both.per_time.shape == (2, 1, 1024)
