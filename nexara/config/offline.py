@@ -62,6 +62,14 @@ class ModelConfig(Model):
         description="Clip backbones only: input crop size; the short side keeps the profile's ratio to it "
         "(default: the backbone's profile).",
     )
+    motion_crop: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Clip backbones only: side of the motion view (the square where the window's frames change "
+        "most) as a fraction of the decoded short side, its features averaged with the centre crop's; 0 = centre "
+        "crop only (half the cost). Default: the backbone's profile.",
+    )
 
 
 class SplitConfig(Model):
