@@ -9,14 +9,21 @@ starts the next append on a fresh line, so earlier and later events are never lo
 (event_id, kind, seq) is the idempotency key: appending the same message twice (a retried actor
 call) stores it once. The set of keys is rebuilt from the file when the log is opened. One process
 writes a given log; appends from threads within it are serialised by a lock.
+
+Reviews (an operator's verdict on an incident, :class:`ReviewRecord`) are lines of the same file marked
+``"record": "review"``: append-only like events (the latest review of an event wins, all are kept), read
+by :meth:`EventLog.reviews` and never returned by :meth:`EventLog.read`. They are written by the HTTP
+ingress while stream actors append events; each line is still one ``O_APPEND`` write.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +61,25 @@ class EventRecord(BaseModel):
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.event_id, self.kind, self.seq)
+
+
+class ReviewRecord(BaseModel):
+    """An operator's verdict on one incident (all its start/update/end lines share ``event_id``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    record: Literal["review"] = "review"
+    review_id: str = Field(min_length=1, max_length=64)
+    event_id: str = Field(min_length=1)
+    verdict: Literal["confirmed", "dismissed"]
+    user: str = Field(min_length=1, max_length=64)
+    note: str | None = Field(None, max_length=2000)
+    reviewed_unix_s: float
+
+
+def latest_reviews(reviews: list[ReviewRecord]) -> dict[str, ReviewRecord]:
+    """The review in force per event id: the last one appended (log order)."""
+    return {r.event_id: r for r in reviews}
 
 
 class EventLog:
@@ -130,6 +156,48 @@ class EventLog:
             self._keys.add(record.key)
         return True
 
+    def append_review(
+        self, event_id: str, verdict: str, user: str, note: str | None = None, *, require_event: bool = True
+    ) -> ReviewRecord:
+        """Append a review of ``event_id`` durably (fsynced); raises :class:`InvalidInputError` for a bad
+        verdict or note, or (``require_event``) an event id the log does not hold, writing nothing."""
+        if require_event and not any(key[0] == event_id for key in self._keys_now()):
+            raise InvalidInputError(f"no event {event_id} in {self.path}")
+        try:
+            review = ReviewRecord(
+                review_id=uuid.uuid4().hex,
+                event_id=event_id,
+                verdict=verdict,  # type: ignore[arg-type]
+                user=user,
+                note=note or None,
+                reviewed_unix_s=time.time(),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise InvalidInputError(f"review {where}: {first.get('msg')}") from None
+        self._write_line((review.model_dump_json() + "\n").encode("utf-8"))
+        return review
+
+    def reviews(self, event_id: str | None = None) -> list[ReviewRecord]:
+        """Every review in log order (of ``event_id`` only when given)."""
+        return [r for r in self._scan_reviews() if event_id is None or r.event_id == event_id]
+
+    def _keys_now(self) -> set[tuple[str, str, int]]:
+        # events appended by other processes (the stream actors) since this log was opened count too
+        for record in self._scan():
+            self._keys.add(record.key)
+        return self._keys
+
+    def _write_line(self, line: bytes) -> None:
+        with self._lock:
+            if self._fd < 0:
+                raise InvalidInputError(f"event log {self.path} is closed")
+            written = os.write(self._fd, line)
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+            os.fsync(self._fd)
+
     def read(
         self,
         camera_id: str | None = None,
@@ -172,7 +240,7 @@ class EventLog:
         try:
             with f:
                 for number, raw in enumerate(f, start=1):
-                    if not raw.strip():
+                    if not raw.strip() or _is_review(raw):
                         continue
                     try:
                         record = EventRecord.model_validate_json(raw)
@@ -191,3 +259,28 @@ class EventLog:
             # Only a full pass knows the count; an early stop (pagination) keeps the last one.
             if complete:
                 self.bad_lines = bad
+
+    def _scan_reviews(self) -> Iterator[ReviewRecord]:
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with f:
+            for number, raw in enumerate(f, start=1):
+                if not _is_review(raw):
+                    continue
+                try:
+                    yield ReviewRecord.model_validate_json(raw)
+                except ValidationError:
+                    logger.warning("event log %s line %d: torn or invalid review; skipped", self.path, number)
+
+
+def _is_review(raw: bytes) -> bool:
+    """A review line (cheap test first: event lines never contain the marker)."""
+    if b'"record"' not in raw:
+        return False
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("record") == "review"

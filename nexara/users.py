@@ -91,7 +91,9 @@ def load_users(path: str | os.PathLike[str]) -> dict[str, User]:
 def add_user(path: str | os.PathLike[str], name: str, role: str, password: str, *, replace: bool = False) -> User:
     """Add (or with ``replace`` update) a user; the file is rewritten atomically, mode 600."""
     if not re.match(USER_NAME_PATTERN, name):
-        raise InvalidInputError(f"user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-', starting alphanumeric")
+        raise InvalidInputError(
+            f"user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-', starting alphanumeric"
+        )
     if role not in ROLES:
         raise InvalidInputError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD_CHARS:

@@ -35,6 +35,7 @@ from nexara.errors import (
 )
 from nexara.media import source_label
 from nexara.source_policy import check_source
+from serve.console import ConsoleRoutes, console_router
 from serve.rate_limit import RateLimiter
 
 logger = logging.getLogger("ray.serve")
@@ -82,9 +83,12 @@ def _camera_error(exc: Exception) -> NexaraError:
     return CameraError("camera_error", str(cause))
 
 
+api.include_router(console_router)  # before @serve.ingress, which binds the class's routes
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
-class Ingress:
+class Ingress(ConsoleRoutes):
     """Routes; holds no state of its own (cameras live in the camera manager, events in the log)."""
 
     def __init__(
