@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from nexara.config.base import CONFIDENCE_TIERS
 
@@ -100,6 +99,8 @@ def classification_report(y_true: Any, prob: Any, threshold: float = 0.5) -> dic
     ``[acc_no_fight, acc_fight]`` (= specificity, recall), acc_class0, acc_class1, class_gap, ece (10 bins),
     brier. Undefined values (a class absent, no positive prediction) are NaN, never an exception.
     """
+    from sklearn.metrics import average_precision_score, roc_auc_score  # 2 s to import: not on predict's path
+
     y, p = _labels_probs(y_true, prob)
     pred = (p >= threshold).astype(np.int64)
     tp = int(np.sum((pred == 1) & (y == 1)))

@@ -1,0 +1,516 @@
+"""One model runtime built from the manifest: what ``nexara predict``, Ray Data batch predict, the HTTP
+predict route and the Serve deployments score with, so the compatibility checks live here, once.
+
+:meth:`ModelRuntime.from_manifest` reads the manifest, checks it (:func:`~nexara.model_manifest.feature_config`
+plus the backbone's registered spec and feature size) and loads the members. It knows which inputs the
+members read (:attr:`ModelRuntime.reads`) and builds only those, lazily:
+
+* ``"frame"``: frame backbone features ``(N, T, D)``, T frames evenly over a clip embedded by a frame CNN
+  (a member reading ``appearance`` of a model on a frame backbone);
+* ``"clip"``: clip backbone features ``(N, T', D)``, the per-time features of one window of the manifest's
+  clip spec (``appearance`` of a model on a clip backbone, ``manifest.clip`` set);
+* ``"motion"``: flow statistics ``(N, K)`` (:mod:`nexara.motion`).
+
+A motion-only model never builds (or imports the builder of) a CNN; :attr:`ModelRuntime.built` says
+what was built. The stages, decode -> embed -> score -> aggregate, can run in one process
+(:meth:`ModelRuntime.predict`) or apart (the Serve app decodes in the ingress, embeds in the batched
+backbone deployment and scores in the ensemble deployment)::
+
+    rt = ModelRuntime.from_manifest()                  # the shipped model, device "auto"
+    clip = rt.predict("fight.mp4")                     # ClipScore: .verdict() is the JSON verdict dict
+    decoded = rt.decode(source)                        # DecodedClip: uint8 frames / windows + motion rows
+    inputs = rt.embed(decoded)                         # ModelInputs: what the members read
+    scores = rt.score(inputs.appearance, inputs.motion)  # Scores: one row per clip or window
+    clip = rt.aggregate(decoded, scores)               # ClipScore: windows -> one clip verdict
+    rt.embed_frames(frames)  # (n, D) float32; (n, 0) when no member reads frame features
+    rt.embed_windows(windows)  # WindowFeatures: pooled (n, D) and per_time (n, T', D) float32
+
+A model on a clip backbone scores a finite clip as it was trained: windows of ``clip.window_s`` every
+``window_hop_s`` (:func:`nexara.media.sample_windows`), each with the flow statistics of its own time
+span, one score per window; the clip's score is the maximum over windows (``clip_aggregation`` in the
+manifest: ``max`` or ``mean``). Bad inputs raise :class:`~nexara.errors.InvalidInputError`, an
+incompatible model :class:`~nexara.errors.ModelError` at load, an unreadable video a
+:class:`~nexara.errors.MediaError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from nexara.errors import InvalidInputError, ModelError
+from nexara.model_manifest import FeatureConfig, feature_config
+from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from nexara.backbones import Backbone, ClipBackbone
+    from nexara.media import Source
+    from nexara.motion import MotionSpec
+
+__all__ = [
+    "ClipScore",
+    "DecodedClip",
+    "ModelInputs",
+    "ModelRuntime",
+    "Scores",
+    "WindowFeatures",
+    "resolve_device",
+    "score_members",
+]
+
+logger = logging.getLogger(__name__)
+
+Input = Literal["frame", "clip", "motion"]
+Aggregation = Literal["max", "mean"]
+#: what a model records nothing else for: the clip score is its most violent window's, windows every 1 s
+#: (``features.window_hop_s``'s default, the hop the window store is cut with unless configured otherwise)
+DEFAULT_AGGREGATION: Aggregation = "max"
+DEFAULT_WINDOW_HOP_S = 1.0
+# a gray frame belongs to a window when its time lies in [start_s, end_s); float slack for the edges
+_EDGE_S = 1e-3
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; ``"cuda"`` without one is refused."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("device cuda requested but torch sees no GPU")
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInputs:
+    """What the members read for N items (clips or windows); None where no member reads it.
+    ``appearance``: ``(N, T, D)`` float32 (frame features, or a clip backbone's per-time features);
+    ``motion``: ``(N, K)`` float32 flow statistics."""
+
+    appearance: np.ndarray | None
+    motion: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFeatures:
+    """A clip backbone's features of N windows: ``pooled`` ``(N, D)`` and ``per_time`` ``(N, T', D)``, float32."""
+
+    pooled: np.ndarray
+    per_time: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedClip:
+    """A finite clip decoded as the model was trained, before any backbone: one row per window (a model on
+    a clip backbone) or one row for the whole clip. ``frames`` ``(T, H, W, 3)`` uint8 for a frame backbone,
+    ``windows`` ``(W, T, H, W, 3)`` uint8 for a clip backbone (None where not read); ``motion`` ``(rows, K)``
+    float32 where read; ``start_s``/``end_s`` ``(rows,)`` each row's span; ``frames_used``: frames the
+    model reads (sampled frames, window frames and motion frames)."""
+
+    frames: np.ndarray | None
+    windows: np.ndarray | None
+    motion: np.ndarray | None
+    start_s: np.ndarray
+    end_s: np.ndarray
+    frames_used: int
+    duration_s: float | None
+
+    @property
+    def rows(self) -> int:
+        return len(self.start_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """The ensemble's answer for N items: calibrated probability ``(N,)``, decision ``(N,)`` bool, tier,
+    member probabilities ``(N, M)``."""
+
+    probability: np.ndarray
+    violent: np.ndarray
+    confidence: tuple[str, ...]
+    member_probs: np.ndarray
+    member_names: tuple[str, ...]
+    threshold: float
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.probability)
+
+    def verdict(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as the verdict dict shared by a CLI record, an HTTP reply and a live window's score."""
+        return {
+            "violence_probability": round(float(self.probability[i]), 6),
+            "violent": bool(self.violent[i]),
+            "confidence": self.confidence[i],
+            "threshold": self.threshold,
+            "members": {n: round(float(p), 6) for n, p in zip(self.member_names, self.member_probs[i], strict=True)},
+            "model_version": self.model_version,
+        }
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        return [self.verdict(i) for i in range(len(self))]
+
+
+@dataclass(frozen=True, slots=True)
+class ClipScore:
+    """One clip's score: ``clip`` (one row) aggregated over ``windows`` (one row per window; the same
+    single row for whole-clip models), spans in ``start_s``/``end_s``."""
+
+    clip: Scores
+    windows: Scores
+    start_s: np.ndarray
+    end_s: np.ndarray
+    frames_used: int
+    duration_s: float | None
+
+    def verdict(self) -> dict[str, Any]:
+        return self.clip.verdict(0)
+
+
+def _rows(name: str, arr: Any, dim: int, *, per_time: bool) -> np.ndarray:
+    """``arr`` as float32 ``(N, T, dim)`` (``per_time``) or ``(N, dim)``; InvalidInputError naming the shape."""
+    try:
+        x = np.asarray(arr, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} input must be a numeric array, got {type(arr).__name__}") from None
+    if not per_time and x.ndim == 3 and x.shape[1] == 1:
+        x = x[:, 0]  # (N, 1, K): the temporal heads' view of one motion vector per item
+    want = 3 if per_time else 2
+    if x.ndim != want or x.shape[-1] != dim or (per_time and x.shape[1] < 1):
+        shape = f"(N, T, {dim})" if per_time else f"(N, {dim})"
+        raise InvalidInputError(f"expected {name} input {shape}, got {tuple(x.shape)}")
+    if not np.isfinite(x).all():
+        raise InvalidInputError(f"{name} input holds NaN or infinite values")
+    return x
+
+
+def score_members(model: EnsembleModel, appearance: Any = None, motion: Any = None) -> Scores:
+    """Score N items with ``model``'s members, vote, temperature and threshold. Only the inputs some member
+    reads are needed (and checked): ``appearance`` ``(N, T, D)``, ``motion`` ``(N, K)`` (or ``(N, 1, K)``)."""
+    import torch
+
+    man = model.manifest
+    reads = {m.input for m in man.members}
+    xs: dict[str, np.ndarray] = {}
+    if "appearance" in reads:
+        if appearance is None:
+            raise InvalidInputError(f"model {man.version} reads appearance features; none given")
+        xs["appearance"] = _rows("appearance", appearance, man.feature_dim, per_time=True)
+    if "motion" in reads:
+        if motion is None:
+            raise InvalidInputError(f"model {man.version} reads motion statistics; none given")
+        xs["motion"] = _rows("motion", motion, man.motion.dim if man.motion else 0, per_time=False)[:, None, :]
+    counts = {len(x) for x in xs.values()}
+    if len(counts) > 1:
+        raise InvalidInputError(f"appearance and motion inputs differ in rows: {[len(x) for x in xs.values()]}")
+    tensors = {k: torch.from_numpy(x).to(model.device) for k, x in xs.items()}
+    with torch.inference_mode():
+        cols = [
+            torch.sigmoid(h(tensors[m.input])).float().cpu().numpy()
+            for h, m in zip(model.members, man.members, strict=True)
+        ]
+    out = model.combine(np.stack(cols, axis=1))
+    return Scores(
+        probability=np.asarray(out.probability, dtype=np.float64),
+        violent=np.asarray(out.violent, dtype=bool),
+        confidence=tuple(str(c) for c in out.confidence),
+        member_probs=out.member_probs,
+        member_names=tuple(model.names),
+        threshold=man.threshold,
+        model_version=man.version,
+    )
+
+
+class ModelRuntime:
+    """A model manifest, checked once, its members loaded and the backbone its members read built on first
+    use. Build it with :meth:`from_manifest`; see the module docstring for the API."""
+
+    def __init__(self, model: EnsembleModel, *, device: str, weights: str | None = None) -> None:
+        self.model = model
+        self.manifest = model.manifest
+        self.device = device
+        self.weights = weights
+        #: how this model's inputs are computed (motion and clip specs checked against this build)
+        self.feature_config: FeatureConfig = feature_config(self.manifest)
+        appearance = any(m.input == "appearance" for m in self.manifest.members)
+        reads: set[Input] = set()
+        if appearance:
+            reads.add("clip" if self.manifest.clip is not None else "frame")
+        if self.feature_config.needs_motion:
+            reads.add("motion")
+        #: the inputs the members read: a subset of {"frame", "clip", "motion"}
+        self.reads: frozenset[Input] = frozenset(reads)
+        self.aggregation: Aggregation = getattr(self.manifest, "clip_aggregation", None) or DEFAULT_AGGREGATION
+        if self.aggregation not in ("max", "mean"):
+            raise ModelError(f"model {self.manifest.version}: unknown clip_aggregation {self.aggregation!r}")
+        self.window_hop_s = float(getattr(self.manifest, "window_hop_s", None) or DEFAULT_WINDOW_HOP_S)
+        if appearance:
+            self._check_backbone()
+        self._frame_backbone: Backbone | None = None
+        self._clip_backbone: ClipBackbone | None = None
+
+    @classmethod
+    def from_manifest(
+        cls,
+        model_dir: str | Path | None = None,
+        *,
+        device: str = "auto",
+        weights: str | None = None,
+        vote: str = "manifest",
+        vote_k: int | None = None,
+    ) -> ModelRuntime:
+        """The runtime of the model in ``model_dir`` (default: the shipped model) on ``device`` ("auto":
+        a GPU when torch sees one). ``weights`` overrides the backbone's weights file (``model.weights``);
+        ``vote``/``vote_k`` override the manifest's voting rule (``serve.ensemble.vote``). Raises
+        :class:`ModelError` when the manifest is invalid or its inputs cannot be computed as trained."""
+        dev = resolve_device(device)
+        model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR, device=dev, vote=vote, vote_k=vote_k)
+        return cls(model, device=dev, weights=weights)
+
+    # --- what the model reads and what was built ----------------------------------------------------
+
+    def _check_backbone(self) -> None:
+        """The manifest's backbone is registered here as the kind its record says, with the feature size
+        the members were trained on and (frame backbones) the same preprocessing; checked without building."""
+        from nexara.backbones import backbone_kind, get_feature_dim, get_spec
+
+        man, fc = self.manifest, self.feature_config
+        kind = backbone_kind(man.backbone)
+        if kind == "clip" and fc.clip is None:
+            raise ModelError(
+                f"model {man.version}: {man.backbone} is a clip backbone but the manifest records no clip spec"
+            )
+        if kind == "frame" and fc.clip is not None:
+            raise ModelError(f"model {man.version}: records a clip spec but {man.backbone} is a frame backbone")
+        dim = get_feature_dim(man.backbone)
+        if dim != man.feature_dim:
+            raise ModelError(
+                f"model {man.version} was trained on {man.feature_dim}-d features, backbone {man.backbone} gives {dim}"
+            )
+        if fc.clip is not None:
+            fc.check_clip_spec(man.backbone, fc.clip)
+        else:
+            fc.check_backbone(man.backbone, get_spec(man.backbone))
+
+    @property
+    def reads_frames(self) -> bool:
+        return "frame" in self.reads
+
+    @property
+    def reads_windows(self) -> bool:
+        return "clip" in self.reads
+
+    @property
+    def reads_motion(self) -> bool:
+        return "motion" in self.reads
+
+    @property
+    def built(self) -> tuple[str, ...]:
+        """The backbones built so far: ``"frame_backbone"``, ``"clip_backbone"`` (a motion-only model: none)."""
+        pairs = (("frame_backbone", self._frame_backbone), ("clip_backbone", self._clip_backbone))
+        return tuple(name for name, b in pairs if b is not None)
+
+    @property
+    def frame_size_hw(self) -> tuple[int, int]:
+        """Frame size :meth:`embed_frames` takes (the manifest's preprocessing size)."""
+        return self.feature_config.size_hw
+
+    @property
+    def motion_spec(self) -> MotionSpec | None:
+        return self.feature_config.motion
+
+    @property
+    def frame_backbone(self) -> Backbone:
+        """The frame CNN, built on first use; ModelError when no member reads frame features."""
+        if self._frame_backbone is None:
+            if not self.reads_frames:
+                raise ModelError(f"model {self.manifest.version} reads no frame backbone features")
+            from nexara.backbones import create_backbone
+
+            self._frame_backbone = create_backbone(self.manifest.backbone, weights=self.weights, device=self.device)
+        return self._frame_backbone
+
+    @property
+    def clip_backbone(self) -> ClipBackbone:
+        """The clip backbone with the manifest's clip spec, built on first use; ModelError when not read."""
+        if self._clip_backbone is None:
+            if not self.reads_windows or self.feature_config.clip is None:
+                raise ModelError(f"model {self.manifest.version} reads no clip backbone features")
+            from nexara.backbones import create_clip_backbone
+
+            self._clip_backbone = create_clip_backbone(
+                self.manifest.backbone, spec=self.feature_config.clip, weights=self.weights, device=self.device
+            )
+        return self._clip_backbone
+
+    # --- embed ------------------------------------------------------------------------------------
+
+    def embed_frames(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 frames ``(n, H, W, 3)`` at :attr:`frame_size_hw` -> ``(n, D)`` float32 features. A model
+        none of whose members reads frame features gets ``(n, 0)`` and builds nothing."""
+        arr = np.asarray(frames)
+        h, w = self.frame_size_hw
+        if arr.ndim != 4 or arr.dtype != np.uint8 or tuple(arr.shape[1:]) != (h, w, 3):
+            raise InvalidInputError(f"expected (n, {h}, {w}, 3) uint8 frames, got {arr.dtype} {arr.shape}")
+        if not self.reads_frames:
+            return np.zeros((len(arr), 0), dtype=np.float32)
+        if len(arr) == 0:
+            return np.zeros((0, self.manifest.feature_dim), dtype=np.float32)
+        import torch
+
+        backbone = self.frame_backbone
+        with torch.inference_mode():
+            return backbone(arr).float().cpu().numpy()
+
+    def embed_windows(self, windows: np.ndarray | torch.Tensor) -> WindowFeatures:
+        """uint8 windows ``(n, T, H, W, 3)`` (T = the clip spec's frames) -> pooled and per-time features."""
+        spec = self.feature_config.clip
+        if not self.reads_windows or spec is None:
+            raise ModelError(f"model {self.manifest.version} reads no clip backbone features")
+        arr = np.asarray(windows)
+        if arr.ndim != 5 or arr.dtype != np.uint8 or arr.shape[1] != spec.num_frames or arr.shape[4] != 3:
+            raise InvalidInputError(
+                f"expected (n, {spec.num_frames}, H, W, 3) uint8 windows ({spec.describe()}), "
+                f"got {arr.dtype} {arr.shape}"
+            )
+        import torch
+
+        backbone = self.clip_backbone
+        with torch.inference_mode():
+            out = backbone(arr)
+        return WindowFeatures(out.pooled.float().cpu().numpy(), out.per_time.float().cpu().numpy())
+
+    # --- decode -----------------------------------------------------------------------------------
+
+    def decode(self, source: Source, *, timeout_s: float = 10.0) -> DecodedClip:
+        """A finite video (path, URL or bytes) decoded as the model was trained: sampled frames (frame
+        backbone), windows (clip backbone), the motion statistics of the clip or of each window."""
+        from nexara.media import probe, sample_clip, sample_windows
+
+        fc = self.feature_config
+        grays = times = None
+        if fc.motion is not None:
+            grays, times = _gray_frames(source, fc.motion, timeout_s)
+        motion_frames = 0 if grays is None else len(grays)
+        if self.reads_windows and fc.clip is not None:
+            spec = fc.clip
+            w = sample_windows(
+                source,
+                window_s=spec.window_s,
+                hop_s=self.window_hop_s,
+                num_frames=spec.num_frames,
+                size_hw=spec.decode_size_hw,
+                resize=spec.crop,
+                timeout_s=timeout_s,
+            )
+            motion = None
+            if fc.motion is not None and grays is not None and times is not None:
+                motion = _window_motion(grays, times, w.start_s, w.end_s, fc.motion)
+            n_frames = int(w.frames.shape[0] * w.frames.shape[1])
+            return DecodedClip(None, w.frames, motion, w.start_s, w.end_s, n_frames + motion_frames, w.info.duration_s)
+        frames = None
+        if self.reads_frames:
+            clip = sample_clip(
+                source, num_frames=fc.frames_per_clip, size_hw=fc.size_hw, resize=fc.resize, timeout_s=timeout_s
+            )
+            frames, duration = clip.frames, clip.info.duration_s
+        else:  # motion only: the container's duration, no frame decoded for it
+            duration = probe(source, timeout_s=timeout_s).duration_s
+        motion = None
+        if fc.motion is not None and grays is not None and times is not None:
+            from nexara.motion import motion_from_gray
+
+            motion = motion_from_gray(grays, times, fc.motion)[None]
+        end = float(duration) if duration else (float(times[-1]) if times is not None and len(times) else 0.0)
+        n_frames = 0 if frames is None else len(frames)
+        return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([end]), n_frames + motion_frames, duration)
+
+    # --- embed + score ----------------------------------------------------------------------------
+
+    def embed(self, decoded: DecodedClip) -> ModelInputs:
+        """The members' inputs of a decoded clip, one row per window (or one for the whole clip)."""
+        appearance = None
+        if decoded.windows is not None:
+            appearance = self.embed_windows(decoded.windows).per_time
+        elif decoded.frames is not None:
+            appearance = self.embed_frames(decoded.frames)[None]
+        return ModelInputs(appearance, decoded.motion)
+
+    def score(self, appearance: Any = None, motion: Any = None) -> Scores:
+        """Scores of N items from precomputed inputs (only those the members read are needed)."""
+        return score_members(self.model, appearance, motion)
+
+    def aggregate(self, decoded: DecodedClip, windows: Scores) -> ClipScore:
+        """One clip score from its rows' scores: the most violent window's (``max``) or the mean (``mean``)."""
+        if len(windows) != decoded.rows:
+            raise InvalidInputError(f"{len(windows)} scores for {decoded.rows} windows")
+        if self.aggregation == "max" or len(windows) == 1:
+            i = int(np.argmax(windows.probability))
+            clip = Scores(
+                windows.probability[i : i + 1],
+                windows.violent[i : i + 1],
+                windows.confidence[i : i + 1],
+                windows.member_probs[i : i + 1],
+                windows.member_names,
+                windows.threshold,
+                windows.model_version,
+            )
+        else:
+            from nexara.metrics import confidence_tier
+
+            p = np.asarray([windows.probability.mean()])
+            tiers = confidence_tier(p, windows.threshold, self.manifest.tiers)
+            clip = Scores(
+                p,
+                p >= windows.threshold,
+                tuple(str(t) for t in np.atleast_1d(tiers)),
+                windows.member_probs.mean(axis=0, keepdims=True),
+                windows.member_names,
+                windows.threshold,
+                windows.model_version,
+            )
+        return ClipScore(clip, windows, decoded.start_s, decoded.end_s, decoded.frames_used, decoded.duration_s)
+
+    def predict(self, source: Source, *, timeout_s: float = 10.0) -> ClipScore:
+        """Decode, embed, score and aggregate one finite video in this process."""
+        decoded = self.decode(source, timeout_s=timeout_s)
+        inputs = self.embed(decoded)
+        return self.aggregate(decoded, self.score(inputs.appearance, inputs.motion))
+
+
+def _gray_frames(source: Source, spec: MotionSpec, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gray frames ``(N, H, W)`` uint8 at ``spec.fps``/``spec.size_hw`` and their times, decoded exactly as
+    :func:`nexara.motion.clip_motion` decodes them (so the whole clip's statistics are its, bit for bit)."""
+    import cv2
+
+    from nexara.media import iter_frames
+
+    cv2.setNumThreads(1)
+    grays: list[np.ndarray] = []
+    times: list[float] = []
+    with iter_frames(source, fps=spec.fps, size_hw=spec.size_hw, resize="squash", timeout_s=timeout_s) as frames:
+        for frame in frames:
+            grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
+            times.append(frame.time_s)
+    h, w = spec.size_hw
+    stack = np.stack(grays) if grays else np.zeros((0, h, w), dtype=np.uint8)
+    return stack, np.asarray(times, dtype=np.float64)
+
+
+def _window_motion(
+    grays: np.ndarray, times_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, spec: MotionSpec
+) -> np.ndarray:
+    """``(W, K)``: the statistics of the gray frames whose time lies in each window's [start_s, end_s)."""
+    from nexara.motion import motion_from_gray
+
+    rows = []
+    for a, b in zip(start_s, end_s, strict=True):
+        keep = (times_s >= a - _EDGE_S) & (times_s < b - _EDGE_S)
+        rows.append(motion_from_gray(grays[keep], times_s[keep], spec))
+    return np.stack(rows).astype(np.float32)
