@@ -5,7 +5,10 @@ JSON names the members (head config, weights file and its sha256), the voting ru
 calibration temperature, the decision threshold, confidence tiers, the backbone id with its
 preprocessing spec and hash, T, a training-data summary and the cross-validation metrics. A model on a
 clip backbone also records its clip spec (``clip``: T frames evenly over a window of ``window_s``, short
-side, centre crop, value range, and their hash): the live path must cut windows exactly so.
+side, centre crop, value range, and their hash): the live path must cut windows exactly so. Such a model
+was trained on windows (``window_hop_s`` apart in each training clip); its appearance members read the
+clip backbone's per-time features ``(N, T', D)`` of a window, and a clip's score is the
+``clip_aggregation`` (``max``: a clip is violent when any window is) of its windows' probabilities.
 
 :func:`feature_config` turns a manifest into the one record every inference path (``nexara predict``,
 batch predict on Ray Data, the Serve app, the stream actors) computes a clip's features from.
@@ -72,6 +75,8 @@ class ClipPreprocessingEntry(_Model):
     crop: Literal["center_crop"]
     value_range: tuple[float, float]
     channels: Literal["rgb"] = "rgb"
+    motion_crop: float = Field(0.0, ge=0, le=1)
+    decode_short_side_px: int | None = Field(None, ge=1)
     hash: str
 
     @classmethod
@@ -90,6 +95,12 @@ class ModelManifest(_Model):
     motion: MotionEntry | None = Field(None, description="Motion statistics spec, when a member reads them.")
     clip: ClipPreprocessingEntry | None = Field(
         None, description="Clip spec (T, window, crop) when `backbone` is a clip backbone; None for frame backbones."
+    )
+    window_hop_s: float | None = Field(
+        None, gt=0, description="Clip backbones: hop between the training windows of a clip, seconds."
+    )
+    clip_aggregation: Literal["max", "mean"] | None = Field(
+        None, description="Clip backbones: how a clip's score is made of its windows' probabilities."
     )
     members: list[MemberEntry] = Field(min_length=1)
     vote: Literal["soft", "majority", "k_of_n"] = "soft"
@@ -113,6 +124,8 @@ class ModelManifest(_Model):
             raise ValueError("a member reads the motion input but the manifest has no motion entry")
         if self.vote == "k_of_n" and not (self.vote_k and 1 <= self.vote_k <= len(self.members)):
             raise ValueError("vote k_of_n needs 1 <= vote_k <= number of members")
+        if self.clip is None and (self.window_hop_s is not None or self.clip_aggregation is not None):
+            raise ValueError("window_hop_s and clip_aggregation belong to a model on a clip backbone (no clip spec)")
         if self.clip is not None and self.clip.num_frames != self.frames_per_clip:
             raise ValueError(
                 f"frames_per_clip {self.frames_per_clip} differs from the clip spec's {self.clip.num_frames}"
@@ -179,6 +192,7 @@ class FeatureConfig:
     preprocessing_hash: str
     motion: MotionSpec | None
     clip: ClipSpec | None = None  # the clip spec, for a model on a clip backbone (already checked against its hash)
+    clip_aggregation: Literal["max", "mean"] = "max"  # a clip's score from its windows' (clip backbones)
 
     @property
     def needs_motion(self) -> bool:
@@ -245,4 +259,5 @@ def feature_config(manifest: ModelManifest) -> FeatureConfig:
         preprocessing_hash=pre.hash,
         motion=motion,
         clip=clip,
+        clip_aggregation=manifest.clip_aggregation or "max",
     )

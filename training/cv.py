@@ -107,8 +107,10 @@ def member_input(inputs: dict[str, np.ndarray], member: MemberConfig) -> np.ndar
 
 
 def baseline_features(x: np.ndarray) -> np.ndarray:
-    """The shared README's probe: mean, std and mean absolute temporal difference of the frame features."""
-    return np.concatenate([x.mean(1), x.std(1), np.abs(np.diff(x, axis=1)).mean(1)], axis=1)
+    """The shared README's probe: mean, std and mean absolute temporal difference of the frame features
+    (zero for a single time step, as a short clip backbone window gives)."""
+    diff = np.abs(np.diff(x, axis=1)).mean(1) if x.shape[1] > 1 else np.zeros_like(x[:, 0])
+    return np.concatenate([x.mean(1), x.std(1), diff], axis=1)
 
 
 def _baseline_probs(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Which dataset each training clip comes from, and what the CV says per dataset.
 
 The feature store keeps path, label and source; the dataset a clip belongs to and its hard-negative flag
-come from the manifest the features were extracted from (joined on the content hash). With them:
+come from the manifest the features were extracted from (joined on the content hash, so the rows of a
+window store - several windows per clip - each get their clip's). With them:
 metrics per dataset from the out-of-fold predictions of a CV (each clip scored by its own fold's model at
 its own fold's threshold), the leave-one-dataset-out folds (fitted by the same nested CV code,
 :func:`training.cv.cross_validate` with given folds) and a plain statement of how the folds were formed.
@@ -29,49 +30,66 @@ SINGLE_DATASET = "all"  # the one dataset of clips whose manifest names none
 
 @dataclass(frozen=True, slots=True)
 class DatasetLabels:
-    """Per clip, aligned with the training arrays: dataset name, hard-negative flag and source."""
+    """Per training row (a clip, or a window of a clip), aligned with the training arrays: dataset name,
+    hard-negative flag, source and, for windows, the clip (content hash) each row is a window of."""
 
     datasets: np.ndarray  # (N,) object
     hard_negative: np.ndarray  # (N,) bool
     sources: np.ndarray  # (N,) object
+    clips: np.ndarray | None = None  # (N,) object: the clip of each window; None when rows are clips
 
     @classmethod
-    def single(cls, sources: np.ndarray) -> DatasetLabels:
+    def single(cls, sources: np.ndarray, clips: np.ndarray | None = None) -> DatasetLabels:
         n = len(sources)
-        return cls(np.full(n, SINGLE_DATASET, dtype=object), np.zeros(n, dtype=bool), np.asarray(sources, dtype=object))
+        return cls(
+            np.full(n, SINGLE_DATASET, dtype=object),
+            np.zeros(n, dtype=bool),
+            np.asarray(sources, dtype=object),
+            clips,
+        )
 
     @property
     def names(self) -> list[str]:
         return sorted({str(d) for d in self.datasets})
 
 
+def window_clips(meta: pa.Table) -> np.ndarray | None:
+    """The clip (content hash) of every row of a window store's ``meta``; None for a clip-per-row store."""
+    if "window_index" not in meta.column_names:
+        return None
+    return np.asarray(meta.column("content_hash").to_pylist(), dtype=object)
+
+
 def labels_from_manifest(meta: pa.Table, manifest: Path | None) -> DatasetLabels:
-    """Dataset and hard-negative flag of every stored clip (rows of ``meta``) from ``manifest``.
+    """Dataset and hard-negative flag of every stored row (a clip, or a window of one: rows of ``meta``)
+    from ``manifest``, by the row's clip content hash.
 
     Without a manifest (or one written before manifests had datasets) every clip is in one dataset. A
     stored clip the manifest does not list is an error: its dataset would be a guess.
     """
     sources = np.asarray(meta.column("source").to_pylist(), dtype=object)
+    clips = window_clips(meta)
     if manifest is None:
         log.warning("no manifest given: every clip counts as one dataset (pass --manifest for per-dataset metrics)")
-        return DatasetLabels.single(sources)
+        return DatasetLabels.single(sources, clips)
     table = read_manifest(manifest)
     if "dataset" not in table.column_names:
         log.warning("%s has no dataset column (written before datasets): one dataset", manifest)
-        return DatasetLabels.single(sources)
+        return DatasetLabels.single(sources, clips)
     rows = table.select(["content_hash", "dataset", "hard_negative"]).to_pylist()
     by_hash = {r["content_hash"]: r for r in rows if r["content_hash"]}
     hashes = meta.column("content_hash").to_pylist()
-    unknown = [p for h, p in zip(hashes, meta.column("path").to_pylist(), strict=True) if h not in by_hash]
+    unknown = {h: p for h, p in zip(hashes, meta.column("path").to_pylist(), strict=True) if h not in by_hash}
     if unknown:
         raise TrainingError(
-            f"{len(unknown)} stored clip(s) are not in manifest {manifest} (first: {unknown[0]}); pass the manifest "
-            "the features were extracted from (--manifest) or extract into a fresh feature folder"
+            f"{len(unknown)} stored clip(s) are not in manifest {manifest} (first: {next(iter(unknown.values()))}); "
+            "pass the manifest the features were extracted from (--manifest) or extract into a fresh feature folder"
         )
     return DatasetLabels(
         np.asarray([by_hash[h]["dataset"] for h in hashes], dtype=object),
         np.asarray([bool(by_hash[h]["hard_negative"]) for h in hashes], dtype=bool),
         sources,
+        clips,
     )
 
 
@@ -167,11 +185,14 @@ def describe_folds(cv: CVResult, labels: DatasetLabels) -> list[str]:
             "each). A dataset with few sources fills few folds, and its clips are scored by models trained on "
             "the other datasets plus its other sources."
         )
+    if labels.clips is not None:
+        head += " Rows are windows of clips; a clip's windows share its source, so they are never split."
     lines = [head]
     for name in labels.names:
         mask = labels.datasets == name
         spans = sorted({str(f) for f in fold_of[mask]})
-        lines.append(
-            f"- {name}: {int(mask.sum())} clips, {len(set(labels.sources[mask]))} sources, in {', '.join(spans)}"
-        )
+        rows = f"{int(mask.sum())} clips"
+        if labels.clips is not None:
+            rows = f"{int(mask.sum())} windows of {len(set(labels.clips[mask]))} clips"
+        lines.append(f"- {name}: {rows}, {len(set(labels.sources[mask]))} sources, in {', '.join(spans)}")
     return lines

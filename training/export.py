@@ -1,19 +1,24 @@
 """Export of a trained ensemble: members, weights fitted on the out-of-fold predictions, temperature,
-threshold, tiers and the backbone's preprocessing into a model manifest folder.
+threshold, tiers and the backbone's preprocessing into a model manifest folder. A model on a clip backbone
+also records its clip spec, the training windows' hop and the clip-level aggregation; its weights,
+temperature and threshold are fitted on the window-level out-of-fold predictions (windows are what the
+live path scores).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from nexara.backbones import backbone_kind, effective_clip_spec
 from nexara.config import NexaraConfig
 from nexara.metrics import apply_temperature, classification_report, logit, soft_vote
 from nexara.model_manifest import (
+    ClipPreprocessingEntry,
     MemberEntry,
     ModelManifest,
     MotionEntry,
@@ -21,10 +26,13 @@ from nexara.model_manifest import (
     sha256_file,
     write_manifest,
 )
+from training.clip_level import aggregate_windows, clip_groups
 from training.cv import CVResult, fit_calibration
 
 # the metrics of each model the manifest's cv_metrics keep
 _REPORTED = ("accuracy", "roc_auc", "pr_auc", "f1", "precision", "recall", "fpr", "ece")
+# how a clip's score is made of its windows' in the live path: it alerts when any window does
+CLIP_AGGREGATION: Literal["max", "mean"] = "max"
 
 
 def export_model(
@@ -38,7 +46,9 @@ def export_model(
     inputs: dict[str, np.ndarray],
     training_data: dict[str, Any],
     version: str,
+    clips: np.ndarray | None = None,
 ) -> ModelManifest:
+    """``clips``: the clip of every row when the rows are windows (adds clip-level OOF metrics)."""
     sec = cfg.training
     by_name = {m.name: m for m in sec.members}
     motion_entry = None
@@ -64,14 +74,26 @@ def export_model(
             )
         )
     cv_metrics = {name: {k: v for k, v in s["metrics"].items() if k in _REPORTED} for name, s in cv.summary.items()}
+    oof = apply_temperature(logit(soft_vote(cv.oof_member_probs, weights)), temperature)
+    clip_entry, hop_s, aggregation, clip_metrics = None, None, None, {}
+    if backbone_kind(cfg.model.backbone) == "clip":
+        clip_entry = ClipPreprocessingEntry.from_spec(effective_clip_spec(cfg))
+        hop_s, aggregation = float(cfg.features.window_hop_s), CLIP_AGGREGATION
+        if clips is not None:
+            first, inverse = clip_groups(clips)
+            p_clip = aggregate_windows(oof, inverse, len(first), CLIP_AGGREGATION)
+            clip_metrics[f"oof_ensemble_clips_{CLIP_AGGREGATION}"] = classification_report(y[first], p_clip, threshold)
     manifest = ModelManifest(
         version=version,
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         backbone=cfg.model.backbone,
         preprocessing=PreprocessingEntry(**spec.to_dict(), hash=spec.hash()),
-        frames_per_clip=cfg.media.frames_per_clip,
+        frames_per_clip=clip_entry.num_frames if clip_entry else cfg.media.frames_per_clip,
         feature_dim=int(inputs["appearance"].shape[-1]),
         motion=motion_entry,
+        clip=clip_entry,
+        window_hop_s=hop_s,
+        clip_aggregation=aggregation,
         members=entries,
         vote="soft",
         weights=[float(w) for w in weights],
@@ -81,9 +103,8 @@ def export_model(
         training_data=training_data,
         cv_metrics={
             "k": cv.k,
-            "oof_ensemble": classification_report(
-                y, apply_temperature(logit(soft_vote(cv.oof_member_probs, weights)), temperature), threshold
-            ),
+            "oof_ensemble": classification_report(y, oof, threshold),
+            **clip_metrics,
             "per_model": cv_metrics,
         },
     )

@@ -1,6 +1,7 @@
 """The CV report: ``report.md`` (mean ± std table over folds, a table per dataset, how the folds were
 formed, leave-one-dataset-out when run), ``report.json`` and out-of-fold ROC, PR, confusion and
-reliability plots."""
+reliability plots. A CV over windows (a clip backbone's window store) is reported per window and per clip
+(the max and the mean of its windows' probabilities, :mod:`training.clip_level`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from training.clip_level import CLIP_AGGREGATIONS, clip_level
 from training.cv import CVResult
 from training.datasets import DatasetLabels, describe_folds, per_dataset
 
@@ -43,11 +45,12 @@ def _cell(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def dataset_table(by_dataset: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown table, one row per dataset and model, from :func:`training.datasets.per_dataset`."""
+def dataset_table(by_dataset: dict[str, dict[str, dict[str, Any]]], *, unit: str = "clips") -> str:
+    """Markdown table, one row per dataset and model, from :func:`training.datasets.per_dataset`; ``unit``
+    names what was counted (clips or windows)."""
     hn = any(m["n_hard_negative"] for models in by_dataset.values() for m in models.values())
     cols = ["accuracy", "roc_auc", "recall", "fpr"] + (["hard_negative_fpr"] if hn else [])
-    head = ["dataset", "model", "clips (fight / no)", *(c.replace("_", " ") for c in cols)]
+    head = ["dataset", "model", f"{unit} (fight / no)", *(c.replace("_", " ") for c in cols)]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, models in by_dataset.items():
         for model, m in models.items():
@@ -55,6 +58,37 @@ def dataset_table(by_dataset: dict[str, dict[str, dict[str, Any]]]) -> str:
             count = f"{m['n']} ({m['n_pos']} / {m['n_neg']}" + (f", {m['n_hard_negative']} hard" if hn else "") + ")"
             lines.append(f"| {name} | {label} | {count} | " + " | ".join(_cell(m[c]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def _held_out(lodo: CVResult, y: np.ndarray, labels: DatasetLabels) -> dict[str, Any]:
+    return {n: v for n, v in per_dataset(lodo, y, labels).items() if n != "all"}
+
+
+def clip_sections(
+    cv: CVResult, y: np.ndarray, labels: DatasetLabels, lodo: CVResult | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Clip-level figures of a CV over windows, per aggregation rule: (JSON part, Markdown lines)."""
+    doc: dict[str, Any] = {}
+    md: list[str] = []
+    for rule in CLIP_AGGREGATIONS:
+        clip_cv, y_clip, clip_labels = clip_level(cv, y, labels, rule)
+        by_dataset = per_dataset(clip_cv, y_clip, clip_labels)
+        doc[rule] = {"summary": clip_cv.summary, "folds": clip_cv.fold_reports, "per_dataset": by_dataset}
+        md += [
+            f"## Clips: {rule} of the window probabilities (mean ± std over folds, {len(y_clip)} clips)",
+            "",
+            cv_table(clip_cv),
+            "",
+            dataset_table(by_dataset),
+            "",
+        ]
+        if lodo is not None:
+            lodo_clips, _, _ = clip_level(lodo, y, labels, rule)
+            held_out = _held_out(lodo_clips, y_clip, clip_labels)
+            doc[rule]["leave_one_dataset_out"] = held_out
+            md += [f"Leave one dataset out, clips by the {rule} (scores on the held-out dataset):", ""]
+            md += [dataset_table(held_out), ""]
+    return doc, md
 
 
 def write_cv_report(
@@ -69,15 +103,19 @@ def write_cv_report(
     """report.md + report.json + ROC / PR / confusion / reliability PNGs in ``out_dir``.
 
     ``labels`` (default: one dataset) gives the per-dataset table; ``lodo`` a leave-one-dataset-out CV of
-    the same clips, reported per held-out dataset.
+    the same rows, reported per held-out dataset. When ``labels.clips`` says the rows are windows, every
+    table is given per window and per clip (max and mean of its windows); the plots are per window.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     # without labels: one dataset, sources unknown here, so no statement of how folds were formed
     formation = describe_folds(cv, labels) if labels is not None else []
     labels = labels or DatasetLabels.single(np.full(len(y), "", dtype=object))
+    windows = labels.clips is not None
+    unit = "windows" if windows else "clips"
     by_dataset = per_dataset(cv, y, labels)
     doc: dict[str, Any] = {
         "k": cv.k,
+        "rows": unit,
         "summary": cv.summary,
         "folds": cv.fold_reports,
         "best_epochs": cv.best_epochs,
@@ -92,36 +130,64 @@ def write_cv_report(
             "fold_formation": describe_folds(lodo, labels),
             "wall_s": lodo.wall_s,
         }
+    clip_doc, clip_md = clip_sections(cv, y, labels, lodo) if windows else ({}, [])
+    if windows:
+        doc["clip_level"] = clip_doc
     (out_dir / "report.json").write_text(json.dumps(_jsonable(doc), indent=2))
     plots = _plots(cv, y, out_dir)
+    rows = f"{len(y)} clips"
+    if windows:
+        rows = f"{len(y)} windows of {len(set(labels.clips))} clips"  # type: ignore[arg-type]
     md = [
         f"# {title}",
         "",
-        f"Grouped (by source) stratified {cv.k}-fold cross-validation, {len(y)} clips, wall time {cv.wall_s:.0f} s.",
+        f"Grouped (by source) stratified {cv.k}-fold cross-validation, {rows}, wall time {cv.wall_s:.0f} s.",
         "",
         *formation,
         "",
-        "## Pooled (mean ± std over folds)",
+        f"## Pooled{', per window' if windows else ''} (mean ± std over folds)",
         "",
         cv_table(cv),
         "",
-        "## Per dataset (out-of-fold predictions, each clip decided at its fold's threshold)",
+        f"## Per dataset{', per window' if windows else ''} (out-of-fold predictions, each decided at its fold's "
+        "threshold)",
         "",
-        dataset_table(by_dataset),
+        dataset_table(by_dataset, unit=unit),
         "",
+        *clip_md,
     ]
     if lodo is not None:
         md += [
-            "## Leave one dataset out (scores on the held-out dataset)",
+            f"## Leave one dataset out{', per window' if windows else ''} (scores on the held-out dataset)",
             "",
             *describe_folds(lodo, labels),
             "",
-            dataset_table({n: v for n, v in doc["leave_one_dataset_out"]["per_dataset"].items() if n != "all"}),
+            dataset_table(_held_out(lodo, y, labels), unit=unit),
             "",
         ]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
     return out_dir / "report.md"
+
+
+def console_summary(cv: CVResult, y: np.ndarray, labels: DatasetLabels, lodo: CVResult | None = None) -> str:
+    """What ``nexara evaluate`` prints: the pooled table and the per-dataset tables (windows and clips by
+    the max when the rows are windows), and the held-out datasets of leave-one-dataset-out."""
+    windows = labels.clips is not None
+    unit = "windows" if windows else "clips"
+    out = [cv_table(cv), "", f"per dataset ({unit}):", dataset_table(per_dataset(cv, y, labels), unit=unit)]
+    if lodo is not None:
+        out += ["", f"leave one dataset out ({unit}, scored on the held-out dataset):"]
+        out += [dataset_table(_held_out(lodo, y, labels), unit=unit)]
+    if windows:
+        clip_cv, y_clip, clip_labels = clip_level(cv, y, labels, "max")
+        out += ["", "clips (max of the window probabilities):", cv_table(clip_cv)]
+        out += ["", "per dataset (clips, max):", dataset_table(per_dataset(clip_cv, y_clip, clip_labels))]
+        if lodo is not None:
+            lodo_clips, _, _ = clip_level(lodo, y, labels, "max")
+            out += ["", "leave one dataset out (clips, max, scored on the held-out dataset):"]
+            out += [dataset_table(_held_out(lodo_clips, y_clip, clip_labels))]
+    return "\n".join(out) + "\n"
 
 
 def _plots(cv: CVResult, y: np.ndarray, out_dir: Path) -> list[Path]:

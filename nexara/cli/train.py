@@ -11,22 +11,15 @@ from nexara.cli.config import load_cfg
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.datasets import per_dataset
     from training.pipeline import run_evaluate
-    from training.report import cv_table, dataset_table
+    from training.report import console_summary
 
     cfg = load_cfg(args)
     k = args.cv or cfg.training.cv_folds
     manifest = Path(args.manifest) if args.manifest else None
     ev = run_evaluate(Path(args.features), Path(args.out), cfg, k=k, lodo=args.lodo, manifest=manifest)
-    sys.stdout.write(cv_table(ev.cv) + "\n\nper dataset:\n")
-    sys.stdout.write(dataset_table(per_dataset(ev.cv, ev.y, ev.labels)) + "\n")
-    wall_s = ev.cv.wall_s
-    if ev.lodo is not None:
-        held_out = {n: v for n, v in per_dataset(ev.lodo, ev.y, ev.labels).items() if n != "all"}
-        sys.stdout.write("\nleave one dataset out (scored on the held-out dataset):\n")
-        sys.stdout.write(dataset_table(held_out) + "\n")
-        wall_s += ev.lodo.wall_s
+    sys.stdout.write(console_summary(ev.cv, ev.y, ev.labels, ev.lodo))
+    wall_s = ev.cv.wall_s + (ev.lodo.wall_s if ev.lodo is not None else 0.0)
     sys.stdout.write(f"report: {Path(args.out) / 'report.md'} (wall {wall_s:.0f} s)\n")
     return 0
 
