@@ -32,17 +32,25 @@ class WindowSpan:
 @dataclass(frozen=True, slots=True)
 class WindowInfo(WindowSpan):
     """A window to score: the ids of its model-size frames (shared with overlapping windows, so each
-    frame is embedded once), those frames, the motion statistics and when it was cut (monotonic s)."""
+    frame is embedded once), those frames, the motion statistics and when it was cut (monotonic s).
+    A clip model's window lists its ``num_frames`` frames in order (an id twice where the span had
+    fewer frames), with their stream times in ``frame_times_s``."""
 
     frame_ids: tuple[int, ...]
     frames: Mapping[int, np.ndarray]
     motion: np.ndarray | None
     created_s: float
+    frame_times_s: tuple[float, ...] = ()
+
+    def clip(self) -> np.ndarray:
+        """The window's frames stacked in order, ``(T, H, W, 3)`` uint8 (a clip backbone's input)."""
+        return np.stack([self.frames[i] for i in self.frame_ids])
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict(WindowSpan):
-    """A scored window: the calibrated violence probability and the ensemble's whole answer."""
+    """A scored window: the calibrated violence probability and the ensemble's whole answer (or, for
+    a window the cascade's gate kept from the clip model, the gate member's answer: ``details["gated"]``)."""
 
     probability: float
     details: Mapping[str, Any]
@@ -95,6 +103,7 @@ class CellStatus:
     windows_dropped: int
     windows_failed: int
     windows_no_signal: int
+    windows_gated: int
     cuts: int
     stride_s: float
     last_score: float | None

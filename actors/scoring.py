@@ -6,7 +6,10 @@ production, in-process models in tests) with at most ``max_in_flight`` windows s
 waiting. A live source drops the OLDEST waiting window rather than queueing without bound; a file read as
 fast as possible (``backpressure``) makes the reader wait for room instead (nothing to drop, nothing
 falls behind). A failed request (a dead replica) is retried with backoff, ``max_attempts`` in all. Each
-frame goes through the backbone once: features are cached per cell and shared by overlapping windows.
+frame goes through a frame backbone once: features are cached per cell and shared by overlapping windows.
+A clip model's window goes to the clip backbone whole (:class:`ClipEmbedder`: ``(T, H, W, 3)`` uint8 in,
+per-time features ``(T', D)`` out). With a cascade gate (:mod:`actors.cascade`), a window the gate keeps
+from the model is answered by the gate and counted in :attr:`Scorer.gated`.
 
 The queue lives on the event loop; the reader thread only reserves room (:meth:`Scorer.reserve`) before
 it posts a window to the loop.
@@ -23,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from actors.cascade import Gate
 from actors.records import Dropped, Failed, Verdict, WindowInfo, WindowResult, span_of
 from nexara.config import WindowsConfig
 from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-Embed = Callable[[np.ndarray], Awaitable[np.ndarray]]
+Embed = Callable[[np.ndarray], Awaitable[np.ndarray]]  # frames (n, H, W, 3) -> (n, D); a clip (T, H, W, 3) -> (T', D)
 Vote = Callable[[np.ndarray, "np.ndarray | None"], Awaitable[dict[str, Any]]]
 
 _RETRY_FIRST_S = 0.5
@@ -93,10 +97,35 @@ class FeatureCache:
             del self.cache[i]
 
 
+class ClipEmbedder:
+    """A clip model's window features: the whole window through the clip backbone, once per window."""
+
+    def __init__(self, embed: Embed, timeout_s: float) -> None:
+        self.embed = embed
+        self.timeout_s = timeout_s
+
+    async def features(self, window: WindowInfo) -> np.ndarray:
+        """(T', D) float32 per-time features of the window."""
+        feats = np.asarray(await asyncio.wait_for(self.embed(window.clip()), self.timeout_s))
+        if feats.ndim != 2 or len(feats) < 1:
+            raise InvalidInputError(f"clip backbone returned features of shape {feats.shape}, expected (T', D)")
+        return feats.astype(np.float32)
+
+
 async def score_window(
-    window: WindowInfo, features: FeatureCache, vote: Vote, windows: WindowsConfig, camera_id: str = ""
+    window: WindowInfo,
+    features: FeatureCache | ClipEmbedder,
+    vote: Vote,
+    windows: WindowsConfig,
+    camera_id: str = "",
+    gate: Gate | None = None,
 ) -> Verdict | Failed:
-    """Score one window, retrying a failed request with backoff up to ``windows.max_attempts``."""
+    """Score one window, retrying a failed request with backoff up to ``windows.max_attempts``; a window
+    the cascade's ``gate`` keeps from the model gets the gate's verdict (nothing sent to the model)."""
+    if gate is not None:
+        gated = gate.verdict(window)
+        if gated is not None:
+            return gated
     delay = _RETRY_FIRST_S
     error = ""
     for attempt in range(1, windows.max_attempts + 1):
@@ -133,6 +162,8 @@ class Scorer:
         backpressure: bool,
         on_result: Callable[[WindowResult], None],
         camera_ids: Callable[[int], str] = str,
+        clip: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         self.embed = embed
         self.vote = vote
@@ -141,9 +172,13 @@ class Scorer:
         self.backpressure = backpressure
         self.on_result = on_result
         self.camera_ids = camera_ids
+        self.clip = clip
+        self.gate = gate
         self.queue: deque[WindowInfo] = deque()
         self.in_flight = 0
+        self.gated: dict[int, int] = {}  # windows answered by the cascade's gate, per cell
         self._features: dict[int, FeatureCache] = {}
+        self._clip_embedder = ClipEmbedder(embed, windows.request_timeout_s)
         self._backlog = 0  # windows reserved by the reader and not yet dispatched or dropped
         self._room = threading.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -190,11 +225,17 @@ class Scorer:
             task.add_done_callback(self._tasks.discard)
 
     async def _score(self, window: WindowInfo) -> None:
-        cache = self._features.get(window.cell)
-        if cache is None:
-            cache = FeatureCache(self.embed, self.windows.request_timeout_s, self.frames_per_window)
-            self._features[window.cell] = cache
-        result = await score_window(window, cache, self.vote, self.windows, self.camera_ids(window.cell))
+        features: FeatureCache | ClipEmbedder = self._clip_embedder
+        if not self.clip:
+            cache = self._features.get(window.cell)
+            if cache is None:
+                cache = FeatureCache(self.embed, self.windows.request_timeout_s, self.frames_per_window)
+                self._features[window.cell] = cache
+            features = cache
+        camera_id = self.camera_ids(window.cell)
+        result = await score_window(window, features, self.vote, self.windows, camera_id, self.gate)
+        if isinstance(result, Verdict) and result.details.get("gated"):
+            self.gated[window.cell] = self.gated.get(window.cell, 0) + 1
         self.in_flight -= 1
         self.on_result(result)
         self.dispatch()

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from actors.alerts import AlertStage
+from actors.cascade import Gate, check_gate_threshold
 from actors.event_log import EventLog
 from actors.grid import CellBox, GridSpec
 from actors.records import CellStatus, SourceStatus, WindowInfo, WindowResult
@@ -68,12 +69,16 @@ class SourceWorker:
         event_log: EventLog | None = None,
         sinks: Sequence[Sink] = (),
         recorder: Recorder | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.source_id = source_id
         self.source = source
         self.model = model
         self.windows = windows or WindowsConfig()  # type: ignore[call-arg]
         self.confirmation = confirmation or ConfirmationSection()  # type: ignore[call-arg]
+        model.check_windows(self.windows)
+        if gate is not None:
+            check_gate_threshold(gate.threshold, self.confirmation.enter_threshold, source_id)
         self.grid: Grid = grid if grid is not None else GridSpec(1, 1)
         if isinstance(self.grid, str) and self.grid != "auto":
             raise InvalidInputError(f"grid must be a GridSpec, a list of cell boxes or 'auto', got {self.grid!r}")
@@ -95,6 +100,8 @@ class SourceWorker:
             backpressure=backpressure,
             on_result=self._on_result,
             camera_ids=lambda i: self.cells[i].camera_id,
+            clip=model.clip is not None,
+            gate=gate,
         )
         self.state = "created"
         self.error: str | None = None
@@ -281,6 +288,7 @@ class SourceWorker:
                     windows_dropped=a.windows_dropped,
                     windows_failed=a.windows_failed,
                     windows_no_signal=a.windows_no_signal,
+                    windows_gated=self.scorer.gated.get(w.index, 0),
                     cuts=w.cuts,
                     stride_s=w.stride_s,
                     last_score=a.last_score,
@@ -327,9 +335,10 @@ def worker_from_config(
     embed: Embed,
     vote: Vote,
     extra_sinks: Sequence[Sink] = (),
+    gate: Gate | None = None,
 ) -> SourceWorker:
     """A :class:`SourceWorker` for a resolved camera: event log, evidence clips, webhook and MQTT sinks
-    (files inside ``run_dir``)."""
+    (files inside ``run_dir``); ``gate``: the cascade's gate (``serve.cascade``), if any."""
     run = Path(run_dir)
     sinks_cfg = camera.sinks
     sinks: list[Sink] = list(extra_sinks)
@@ -359,6 +368,7 @@ def worker_from_config(
         event_log=EventLog(run / sinks_cfg.event_log),
         sinks=sinks,
         recorder=recorder,
+        gate=gate,
     )
 
 

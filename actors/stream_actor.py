@@ -2,8 +2,9 @@
 
 The manager is a named, detached actor (namespace ``nexara``): the HTTP ingress and ``nexara watch`` find
 it by name, add and remove cameras at run time, and read their status. Each stream actor scores its
-windows through the Serve app's ``Backbone`` and ``VotingEnsemble`` deployment handles (awaited, never
-``ray.get`` in async code).
+windows through the Serve app's deployment handles (awaited, never ``ray.get`` in async code): the frame
+``Backbone`` or, for a model on a clip backbone, ``ClipBackbone`` (whole windows), then ``VotingEnsemble``;
+with ``serve.cascade`` the gate member runs in the stream actor first (:mod:`actors.cascade`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ray import serve
 from actors.records import SourceStatus
 from actors.stream import LiveModel, worker_from_config
 from nexara.config import ResolvedCamera
+from nexara.config.live import CascadeConfig
 from nexara.errors import CameraError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -34,16 +36,28 @@ MANAGER_NAME = "nexara-camera-manager"
 class StreamActor:
     """Runs one source, given the camera resolved by the config schema."""
 
-    def __init__(self, camera: ResolvedCamera, run_dir: str, app_name: str) -> None:
+    def __init__(
+        self, camera: ResolvedCamera, run_dir: str, app_name: str, cascade: CascadeConfig | None = None
+    ) -> None:
         from nexara.model_manifest import read_manifest
         from nexara.voting import DEFAULT_MODEL_DIR
 
         logging.basicConfig(level=logging.INFO)
         self.camera = camera
-        self.model = LiveModel.from_manifest(read_manifest(camera.model_dir or str(DEFAULT_MODEL_DIR)))
-        self._backbone = serve.get_deployment_handle("Backbone", app_name=app_name)
+        model_dir = camera.model_dir or str(DEFAULT_MODEL_DIR)
+        manifest = read_manifest(model_dir)
+        self.model = LiveModel.from_manifest(manifest)
+        gate = None
+        if cascade is not None and cascade.gate_member is not None:
+            from actors.cascade import load_gate
+
+            gate = load_gate(model_dir, manifest, cascade.gate_member, cascade.gate_threshold)
+        backbone = "ClipBackbone" if self.model.clip is not None else "Backbone"
+        self._backbone = serve.get_deployment_handle(backbone, app_name=app_name)
         self._ensemble = serve.get_deployment_handle("VotingEnsemble", app_name=app_name)
-        self.worker = worker_from_config(camera, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote)
+        self.worker = worker_from_config(
+            camera, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote, gate=gate
+        )
 
     async def _embed(self, frames: Any) -> Any:
         return await self._backbone.remote(frames)
@@ -127,7 +141,7 @@ class CameraManager:
                 raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")
             actor = StreamActor.options(  # type: ignore[attr-defined]
                 num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
-            ).remote(resolved, self.run_dir, self.app_name)
+            ).remote(resolved, self.run_dir, self.app_name, self.cfg.serve.cascade)
             timeout = self.cfg.serve.camera_start_timeout_s
             try:
                 status = await asyncio.wait_for(actor.start.remote(), timeout)

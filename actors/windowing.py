@@ -8,6 +8,11 @@ frame pair), and a few times per ``no_signal_check_s`` into the black / frozen c
 while the cell is hot (:meth:`CellWindower.set_hot`) the hop is ``alert_stride_s``. A cell without a
 picture gives :class:`~actors.records.NoSignal` instead of a window (nothing to score).
 
+A model on a clip backbone (``LiveModel.clip``) is windowed as its training windows were cut offline
+(:func:`nexara.media.window_indices`): :class:`ClipRing` keeps every source frame of the last window at
+the clip spec's decode size (``center_crop``), and each window takes ``num_frames`` of its frames evenly
+(first and last included) by position, exactly as offline sampling picks them by index.
+
 The cut guard restarts the motion statistics after a cut: one frame pair far more different than the
 recent ones (a scene change, a loop seam, a DVR switching cameras), as opposed to motion, which builds
 up over several pairs. Flow across a cut looked like a fight. Pure logic: no threads, no Ray.
@@ -20,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -29,9 +34,12 @@ from actors.grid import CellBox, GridSpec, cell_signal, detect_grid, grid_shape
 from actors.motion_window import MotionBuffer, to_gray
 from actors.records import NoSignal, Signal, WindowInfo
 from nexara.config import WindowsConfig
-from nexara.errors import InvalidInputError
-from nexara.media import FpsSampler, resize_frame
+from nexara.errors import InvalidInputError, ModelError
+from nexara.media import FpsSampler, resize_frame, sample_indices
 from nexara.model_manifest import ModelManifest, feature_config
+
+if TYPE_CHECKING:
+    from nexara.backbones.spec import ClipSpec
 
 logger = logging.getLogger(__name__)
 
@@ -41,27 +49,47 @@ _CUT_THUMB_WH = (80, 60)
 _CUT_HISTORY = 10  # frame-pair differences whose median is "recent"
 # The windows' own sampling rule: exact slots (the reader already sampled the source).
 _SLOT_TOLERANCE_S = 1e-9
+# A clip model's windows are cut from every source frame (offline sampling picks frames by index at the
+# source rate); a source faster than this is read at this rate instead.
+CLIP_READER_MAX_FPS = 120.0
+_FRAME_DT_HISTORY = 32  # frame intervals whose median is the source's frame interval
 
 Grid = GridSpec | Sequence[CellBox] | str
 
 
 @dataclass(frozen=True, slots=True)
 class LiveModel:
-    """What the stream needs to know of the model: frames per window, input size, motion spec."""
+    """What the stream needs to know of the model: frames per window, input size, motion spec, and for
+    a model on a clip backbone its clip spec (windows of ``clip.num_frames`` frames at
+    ``clip.decode_size_hw``, cut as training cut them)."""
 
     frames_per_window: int
     size_hw: tuple[int, int]
     resize: str
     motion: Any | None  # nexara.motion.MotionSpec when a member reads motion
+    clip: ClipSpec | None = None
 
     @classmethod
     def from_manifest(cls, man: ModelManifest) -> LiveModel:
-        """Built from the manifest's one feature config (which checks the motion spec hash)."""
+        """Built from the manifest's one feature config (which checks the motion and clip spec hashes)."""
         fc = feature_config(man)
+        if fc.clip is not None:
+            return cls(fc.clip.num_frames, fc.clip.decode_size_hw, "center_crop", fc.motion, fc.clip)
         return cls(fc.frames_per_clip, fc.size_hw, fc.resize, fc.motion)
 
+    def check_windows(self, windows: WindowsConfig) -> None:
+        """A clip model's windows last what its training windows lasted: refuse another ``window_s``."""
+        if self.clip is not None and abs(self.clip.window_s - windows.window_s) > 1e-9:
+            raise ModelError(
+                f"the model was trained on windows of {self.clip.window_s:g} s ({self.clip.describe()}) but "
+                f"windows.window_s is {windows.window_s:g}: set windows.window_s to {self.clip.window_s:g}"
+            )
+
     def reader_fps(self, window_s: float) -> float:
-        """The rate the source is read at: enough for the frame ring and for the motion statistics."""
+        """The rate the source is read at: enough for the frame ring and for the motion statistics (a
+        clip model: every source frame, up to :data:`CLIP_READER_MAX_FPS`)."""
+        if self.clip is not None:
+            return CLIP_READER_MAX_FPS
         rates = [self.frames_per_window / window_s]
         if self.motion is not None:
             rates.append(float(self.motion.fps))
@@ -88,6 +116,68 @@ class CutGuard:
         return diff > self.min_diff and diff > self.ratio * max(recent, 1.0)
 
 
+class ClipRing:
+    """One cell's source frames over the last window, at the clip spec's decode size, and the windows of
+    a clip model cut from them as :func:`nexara.media.window_indices` cuts a file offline.
+
+    Offline, a window spans ``round(window_s * fps)`` consecutive source frames, the first window starts
+    at frame 0, the next ones every ``round(hop_s * fps)`` frames, and ``num_frames`` of the span's
+    frames are taken at :func:`nexara.media.sample_indices` positions. Here the span is the frames less
+    than ``window_s - dt/2`` before the newest one (``dt``: the median source frame interval, so for a
+    constant frame rate the same count, and a stream that drops frames still spans ``window_s``); the
+    first window is cut at the frame that completes the first span, the next ones at the frame within
+    half an interval of ``stride_s`` after the previous cut. On a constant-rate source read from its
+    first frame, window k holds exactly the frames offline window k holds (frame ids are source frame
+    indices); only the pixels differ, by the RGB-then-resize conversion (:func:`resize_frame` of the
+    decoded RGB frame here, one swscale call from the decoded YUV frame offline)."""
+
+    def __init__(self, spec: ClipSpec) -> None:
+        self.spec = spec
+        self.frames: deque[tuple[int, float, np.ndarray]] = deque()
+        self._dts: deque[float] = deque(maxlen=_FRAME_DT_HISTORY)
+        self._next_id = 0
+        self.first_t: float | None = None
+        self._last_cut_t: float | None = None
+
+    @property
+    def frame_dt(self) -> float:
+        """The source's frame interval (median of the recent ones); 0.0 before two frames."""
+        return float(np.median(self._dts)) if self._dts else 0.0
+
+    def push(self, crop: np.ndarray, t: float) -> None:
+        small = resize_frame(np.ascontiguousarray(crop), self.spec.decode_size_hw, "center_crop")
+        if self.frames:
+            self._dts.append(t - self.frames[-1][1])
+        else:
+            self.first_t = t
+        self.frames.append((self._next_id, t, small))
+        self._next_id += 1
+        horizon = t - self.spec.window_s - 2 * self.frame_dt
+        while self.frames[0][1] < horizon:
+            self.frames.popleft()
+
+    def due(self, t: float, stride_s: float) -> bool:
+        """Whether the frame at ``t`` (the newest pushed) ends the next window."""
+        dt = self.frame_dt
+        if dt <= 0 or self.first_t is None:
+            return False
+        if self._last_cut_t is None:  # the first span is complete: its first frame is the stream's first
+            return t - self.first_t >= self.spec.window_s - 1.5 * dt - 1e-9
+        return t - self._last_cut_t >= stride_s - 0.5 * dt - 1e-9
+
+    def cut(self, t: float) -> tuple[tuple[int, ...], dict[int, np.ndarray], tuple[float, ...]]:
+        """The window ending at the newest frame ``t``: (frame ids, frames by id, frame times)."""
+        limit = self.spec.window_s - 0.5 * self.frame_dt
+        span = [f for f in self.frames if t - f[1] < limit]
+        picked = [span[int(i)] for i in sample_indices(len(span), self.spec.num_frames)]
+        self._last_cut_t = t
+        return (
+            tuple(fid for fid, _, _ in picked),
+            {fid: img for fid, _, img in picked},
+            tuple(ft for _, ft, _ in picked),
+        )
+
+
 class CellWindower:
     """One cell's frames -> windows (see the module docstring). Fed by one thread; :meth:`set_hot`
     may be called from another (it only swaps the hop)."""
@@ -106,6 +196,8 @@ class CellWindower:
         self.box = box
         self.model = model
         self.windows = windows
+        model.check_windows(windows)
+        self.clip = ClipRing(model.clip) if model.clip is not None else None
         t = model.frames_per_window
         self.frames: deque[tuple[int, float, np.ndarray]] = deque(maxlen=t)
         self._frame_sampler = FpsSampler(t / windows.window_s, tolerance_s=_SLOT_TOLERANCE_S)
@@ -156,6 +248,14 @@ class CellWindower:
                 self.motion.reset()  # flow across a cut is not motion
             self.motion.push(gray, t)
             self.frames_analysed += 1
+        motion_ready = self.motion is None or len(self.motion) >= self._min_motion_frames
+        if self.clip is not None:
+            self.clip.push(crop, t)
+            if self.motion is None:
+                self.frames_analysed += 1
+            if self.clip.due(t, self.stride_s) and motion_ready:
+                return self._cut_window(t, self.clip.cut(t))
+            return None
         if self._frame_sampler.keep(t):
             small = resize_frame(np.ascontiguousarray(crop), self.model.size_hw, self.model.resize)  # type: ignore[arg-type]
             self.frames.append((self._next_frame_id, t, small))
@@ -163,31 +263,32 @@ class CellWindower:
             if self.motion is None:
                 self.frames_analysed += 1
         assert self.next_window_t is not None
-        if (
-            t + 1e-9 >= self.next_window_t
-            and len(self.frames) == self.frames.maxlen
-            and (self.motion is None or len(self.motion) >= self._min_motion_frames)
-        ):
+        if t + 1e-9 >= self.next_window_t and len(self.frames) == self.frames.maxlen and motion_ready:
             self.next_window_t = t + self.stride_s
-            return self._cut_window(t)
+            ids = tuple(fid for fid, _, _ in self.frames)
+            return self._cut_window(t, (ids, {fid: img for fid, _, img in self.frames}, ()))
         return None
 
-    def _cut_window(self, t: float) -> WindowInfo | NoSignal:
+    def _cut_window(
+        self, t: float, picked: tuple[tuple[int, ...], dict[int, np.ndarray], tuple[float, ...]]
+    ) -> WindowInfo | NoSignal:
         seq = self._seq
         self._seq += 1
         self.windows_made += 1
         start = max(t - self.windows.window_s, self.first_t or 0.0)
         if self.signal != "ok":
             return NoSignal(self.index, seq, start, t, self.signal)
+        frame_ids, frames, frame_times = picked
         return WindowInfo(
             self.index,
             seq,
             start,
             t,
-            frame_ids=tuple(fid for fid, _, _ in self.frames),
-            frames={fid: img for fid, _, img in self.frames},
+            frame_ids=frame_ids,
+            frames=frames,
             motion=self.motion.features() if self.motion is not None else None,
             created_s=time.monotonic(),
+            frame_times_s=frame_times,
         )
 
 

@@ -340,6 +340,39 @@ class EnsembleServeConfig(BatchConfig):
         return self
 
 
+class ClipServeConfig(BatchConfig):
+    """The batched clip-backbone deployment (a model on a clip backbone: one window of T frames per request)."""
+
+    max_batch_size: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Windows per forward pass (gathered from every camera). 1-2 on CPU; raise it (8-32) on a GPU.",
+    )
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=10, description="Seconds a batch waits to fill.")
+    num_replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(0.75, gt=0, le=64, description="CPUs per replica (fractional on small machines).")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs per replica (1 on a GPU node).")
+    torch_threads: int = Field(1, ge=1, le=256)
+    max_ongoing_requests: int = Field(16, ge=1, le=10_000, description="Windows a replica holds at once.")
+
+
+class CascadeConfig(Frozen):
+    """Cheap member first: the clip model scores only the windows whose gate probability reaches the gate."""
+
+    gate_member: str | None = Field(
+        None,
+        description="A member of the model that reads the motion statistics (e.g. motion_trees); None: no cascade.",
+    )
+    gate_threshold: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Windows whose gate probability is below this get the gate's verdict (that probability, "
+        "not violent) without the clip model; must be <= confirmation.enter_threshold.",
+    )
+
+
 class RateLimitConfig(Frozen):
     """Per-token limit on POST requests (a token bucket in each ingress replica)."""
 
@@ -386,6 +419,8 @@ class ServeSection(Model):
     max_json_kb: float = Field(64.0, gt=0, le=100_000, description="Largest JSON body (POST /v1/cameras).")
     backbone: BackboneServeConfig = Field(default_factory=BackboneServeConfig)  # type: ignore[arg-type]
     ensemble: EnsembleServeConfig = Field(default_factory=EnsembleServeConfig)  # type: ignore[arg-type]
+    clip: ClipServeConfig = Field(default_factory=ClipServeConfig)  # type: ignore[arg-type]
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)  # type: ignore[arg-type]
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)  # type: ignore[arg-type]
 
 

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.unit
 
 CELL_KEYS = [
     "camera_id", "box", "signal", "alert_active", "active_event_id", "fps_analysed", "frames_analysed",
-    "windows_made", "windows_scored", "windows_dropped", "windows_failed", "windows_no_signal", "cuts",
+    "windows_made", "windows_scored", "windows_dropped", "windows_failed", "windows_no_signal", "windows_gated",
+    "cuts",
     "stride_s", "last_score", "last_window_end_s", "events", "alerts",
 ]  # fmt: skip
 SOURCE_KEYS = [
@@ -23,7 +24,7 @@ SOURCE_KEYS = [
 
 def _cell(camera_id: str, scored: int, dropped: int) -> CellStatus:
     return CellStatus(
-        camera_id, (0, 0, 320, 240), "ok", False, None, 9.5, 100, scored + dropped, scored, dropped, 0, 0, 1,
+        camera_id, (0, 0, 320, 240), "ok", False, None, 9.5, 100, scored + dropped, scored, dropped, 0, 0, 0, 1,
         1.0, 0.12, 10.0, 0, 0,
     )  # fmt: skip
 
