@@ -1,5 +1,5 @@
-"""``nexara dataset scan`` (labelled videos, or one CSV per dataset -> Parquet manifest) and ``nexara features``
-(Ray Data)."""
+"""``nexara dataset scan`` (labelled videos, or one CSV per dataset -> Parquet manifest), ``nexara dataset
+from-reviews`` (reviewed live incidents -> a clips.csv dataset) and ``nexara features`` (Ray Data)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,24 @@ def cmd_dataset_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_from_reviews(args: argparse.Namespace) -> int:
+    from actors.review_dataset import export_reviewed_clips
+
+    cfg = load_cfg(args)
+    result = export_reviewed_clips(args.run_dirs, Path(args.out), event_log=cfg.sinks.event_log)
+    sys.stdout.write(
+        f"dataset: {result.csv_path} ({result.total} clips: {result.written['fight']} fight (confirmed), "
+        f"{result.written['noFight']} noFight hard negatives (dismissed); {len(result.skipped)} reviewed "
+        f"incident(s) skipped)\n"
+    )
+    for line in result.skipped:
+        sys.stdout.write(f"  skipped {line}\n")
+    sys.stdout.write(
+        f"next: nexara dataset scan --csv reviews={result.csv_path} [--csv OTHER.csv ...] --out m.parquet\n"
+    )
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from training.features import extract_features
 
@@ -84,6 +102,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sc.add_argument("--seed", type=int, help="split seed")
     sc.add_argument("--source-regex", help="regex on file names whose group 1 names the source recording")
     sc.set_defaults(func=cmd_dataset_scan)
+    fr = dsub.add_parser(
+        "from-reviews",
+        help="reviewed incidents of live runs -> clips (cell crops) + clips.csv (confirmed: fight; dismissed: "
+        "noFight hard negative; source: camera id)",
+    )
+    fr.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="live run folder(s) holding an event log")
+    fr.add_argument("--out", required=True, help="dataset folder to write (clips/ and clips.csv)")
+    fr.set_defaults(func=cmd_dataset_from_reviews)
 
     f = sub.add_parser("features", help="extract backbone features for a manifest with Ray Data")
     f.add_argument("manifest")

@@ -13,7 +13,7 @@ COMMANDS = {
     "config": ["validate", "show"],
     "probe": [],
     "backbones": [],
-    "dataset": ["scan"],
+    "dataset": ["scan", "from-reviews"],
     "features": [],
     "evaluate": [],
     "train": [],
