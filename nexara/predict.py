@@ -1,7 +1,8 @@
-"""Clip-level prediction: video -> T sampled frames -> backbone -> voting ensemble -> a JSON-able record.
+"""Clip-level prediction: video -> the model runtime (:mod:`nexara.runtime`: decode, embed, score,
+aggregate) -> a JSON-able record.
 
-No Ray here: one input pays only for loading the backbone and the heads. ``training.batch_predict``
-runs many inputs through Ray Data and reuses :func:`make_record`.
+No Ray here: one input pays only for the members and the backbone they read (none for a motion-only
+model). ``training.batch_predict`` runs many inputs through Ray Data on the same :class:`Predictor`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from nexara.backbones import Backbone, create_backbone
 from nexara.errors import MediaError, NexaraError
-from nexara.model_manifest import FeatureConfig, feature_config
-from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
+from nexara.model_manifest import FeatureConfig
+from nexara.runtime import ClipScore, ModelRuntime, score_members
+from nexara.voting import EnsembleModel
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +41,10 @@ def expand_inputs(inputs: Iterable[str], extensions: Iterable[str] = VIDEO_EXTEN
     return out
 
 
-def verdicts(model: EnsembleModel, feats: np.ndarray, motion: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """Score ``(N, T, D)`` features (and ``(N, K)`` motion): one verdict dict per row, the shared part of
-    a CLI record, an HTTP reply and a live window's score."""
-    out = model.predict(feats, None if motion is None else np.asarray(motion, dtype=np.float32))
-    return [
-        {
-            "violence_probability": round(float(out.probability[i]), 6),
-            "violent": bool(out.violent[i]),
-            "confidence": str(out.confidence[i]),
-            "threshold": model.manifest.threshold,
-            "members": {n: round(float(p), 6) for n, p in zip(model.names, out.member_probs[i], strict=True)},
-            "model_version": model.manifest.version,
-        }
-        for i in range(len(out.probability))
-    ]
-
-
-def make_record(
-    model: EnsembleModel,
-    path: str,
-    feats: np.ndarray,
-    *,
-    frames_used: int,
-    duration_s: float | None,
-    latency_s: float,
-    motion: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """The JSON record of one scored clip (same shape for the CLI and the HTTP API)."""
-    v = verdicts(model, feats[None], None if motion is None else np.asarray(motion, dtype=np.float32)[None])[0]
-    return clip_record(path, v, frames_used=frames_used, duration_s=duration_s, latency_s=latency_s)
+def verdicts(model: EnsembleModel, feats: np.ndarray | None, motion: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Score ``(N, T, D)`` features (and ``(N, K)`` motion; only what the members read is needed): one verdict
+    dict per row, the shared part of a CLI record, an HTTP reply and a live window's score."""
+    return score_members(model, feats, motion).verdicts()
 
 
 def clip_record(
@@ -86,66 +61,47 @@ def clip_record(
 
 
 class Predictor:
-    """A loaded model (manifest folder) and the backbone it was trained on."""
+    """A loaded model (manifest folder) on its :class:`~nexara.runtime.ModelRuntime`: records for inputs."""
 
     def __init__(
         self,
         model_dir: str | Path | None = None,
         *,
-        device: str = "cpu",
+        device: str = "auto",
         weights: str | None = None,
         read_timeout_s: float = 10.0,
     ) -> None:
-        self.model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR, device=device)
-        #: how this model's inputs are computed (checked against this build's motion statistics)
-        self.feature_config: FeatureConfig = feature_config(self.model.manifest)
-        self.backbone: Backbone = create_backbone(self.feature_config.backbone, weights=weights, device=device)
-        self.feature_config.check_backbone(self.backbone.name, self.backbone.spec)
+        self.runtime = ModelRuntime.from_manifest(model_dir, device=device, weights=weights)
         self.read_timeout_s = read_timeout_s
 
     @property
-    def frames_per_clip(self) -> int:
-        return self.feature_config.frames_per_clip
+    def model(self) -> EnsembleModel:
+        return self.runtime.model
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        import torch
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.runtime.feature_config
 
-        with torch.inference_mode():
-            return self.backbone(frames).float().cpu().numpy()
+    def score(self, source: str | bytes) -> ClipScore:
+        """One input scored; MediaError (or another NexaraError) for an unreadable one."""
+        return self.runtime.predict(source, timeout_s=self.read_timeout_s)
 
     def predict_source(self, source: str | bytes, *, label: str | None = None) -> dict[str, Any]:
         """One input -> record, or ``{"path", "error", "reason"}`` for an unreadable one (never raises)."""
-        from nexara.media import sample_clip
-
         name = label or (source if isinstance(source, str) else "<upload>")
         t0 = time.perf_counter()
-        fc = self.feature_config
         try:
-            clip = sample_clip(
-                source,
-                num_frames=fc.frames_per_clip,
-                size_hw=fc.size_hw,
-                resize=fc.resize,
-                timeout_s=self.read_timeout_s,
-            )
-            motion = None
-            if fc.needs_motion:
-                from nexara.motion import clip_motion
-
-                motion = clip_motion(source, timeout_s=self.read_timeout_s)
+            scored = self.score(source)
         except MediaError as exc:
             return {"path": name, "error": exc.code, "reason": exc.reason}
         except NexaraError as exc:
             return {"path": name, "error": exc.code, "reason": str(exc)}
-        feats = self.features(clip.frames)
-        return make_record(
-            self.model,
+        return clip_record(
             name,
-            feats,
-            frames_used=len(clip.frames),
-            duration_s=clip.info.duration_s,
+            scored.verdict(),
+            frames_used=scored.frames_used,
+            duration_s=scored.duration_s,
             latency_s=time.perf_counter() - t0,
-            motion=motion,
         )
 
     def predict_many(self, sources: Iterable[str]) -> Iterator[dict[str, Any]]:

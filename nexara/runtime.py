@@ -11,7 +11,7 @@ members read (:attr:`ModelRuntime.reads`) and builds only those, lazily:
   clip spec (``appearance`` of a model on a clip backbone, ``manifest.clip`` set);
 * ``"motion"``: flow statistics ``(N, K)`` (:mod:`nexara.motion`).
 
-A motion-only model never builds (or imports the builder of) a CNN; :attr:`ModelRuntime.built` says
+A motion-only model never builds a CNN (nor imports torchvision or timm); :attr:`ModelRuntime.built` says
 what was built. The stages, decode -> embed -> score -> aggregate, can run in one process
 (:meth:`ModelRuntime.predict`) or apart (the Serve app decodes in the ingress, embeds in the batched
 backbone deployment and scores in the ensemble deployment)::
@@ -21,9 +21,12 @@ backbone deployment and scores in the ensemble deployment)::
     decoded = rt.decode(source)                        # DecodedClip: uint8 frames / windows + motion rows
     inputs = rt.embed(decoded)                         # ModelInputs: what the members read
     scores = rt.score(inputs.appearance, inputs.motion)  # Scores: one row per clip or window
-    clip = rt.aggregate(decoded, scores)               # ClipScore: windows -> one clip verdict
-    rt.embed_frames(frames)  # (n, D) float32; (n, 0) when no member reads frame features
+    clip_row = rt.aggregate(scores)                    # Scores: windows -> one clip row
+    rt.embed_frames(frames)    # (n, D) float32; (n, 0) when no member reads frame features
     rt.embed_windows(windows)  # WindowFeatures: pooled (n, D) and per_time (n, T', D) float32
+    rt.check_inputs(appearance, motion)  # ModelInputs, validated (InvalidInputError naming the problem)
+
+Decoding alone (no torch) is :class:`nexara.clip_decode.ClipDecoder` (``rt.decoder``).
 
 A model on a clip backbone scores a finite clip as it was trained: windows of ``clip.window_s`` every
 ``window_hop_s`` (:func:`nexara.media.sample_windows`), each with the flow statistics of its own time
@@ -36,14 +39,15 @@ incompatible model :class:`~nexara.errors.ModelError` at load, an unreadable vid
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from nexara.clip_decode import ClipDecoder, DecodedClip, Input
 from nexara.errors import InvalidInputError, ModelError
-from nexara.model_manifest import FeatureConfig, feature_config
+from nexara.model_manifest import FeatureConfig
 from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 
 if TYPE_CHECKING:
@@ -60,20 +64,16 @@ __all__ = [
     "ModelRuntime",
     "Scores",
     "WindowFeatures",
+    "check_inputs",
     "resolve_device",
     "score_members",
 ]
 
 logger = logging.getLogger(__name__)
 
-Input = Literal["frame", "clip", "motion"]
 Aggregation = Literal["max", "mean"]
-#: what a model records nothing else for: the clip score is its most violent window's, windows every 1 s
-#: (``features.window_hop_s``'s default, the hop the window store is cut with unless configured otherwise)
+#: when the manifest records none: a clip scores as its most violent window
 DEFAULT_AGGREGATION: Aggregation = "max"
-DEFAULT_WINDOW_HOP_S = 1.0
-# a gray frame belongs to a window when its time lies in [start_s, end_s); float slack for the edges
-_EDGE_S = 1e-3
 
 
 def resolve_device(device: str) -> str:
@@ -103,27 +103,6 @@ class WindowFeatures:
 
     pooled: np.ndarray
     per_time: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedClip:
-    """A finite clip decoded as the model was trained, before any backbone: one row per window (a model on
-    a clip backbone) or one row for the whole clip. ``frames`` ``(T, H, W, 3)`` uint8 for a frame backbone,
-    ``windows`` ``(W, T, H, W, 3)`` uint8 for a clip backbone (None where not read); ``motion`` ``(rows, K)``
-    float32 where read; ``start_s``/``end_s`` ``(rows,)`` each row's span; ``frames_used``: frames the
-    model reads (sampled frames, window frames and motion frames)."""
-
-    frames: np.ndarray | None
-    windows: np.ndarray | None
-    motion: np.ndarray | None
-    start_s: np.ndarray
-    end_s: np.ndarray
-    frames_used: int
-    duration_s: float | None
-
-    @property
-    def rows(self) -> int:
-        return len(self.start_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,26 +169,37 @@ def _rows(name: str, arr: Any, dim: int, *, per_time: bool) -> np.ndarray:
     return x
 
 
-def score_members(model: EnsembleModel, appearance: Any = None, motion: Any = None) -> Scores:
-    """Score N items with ``model``'s members, vote, temperature and threshold. Only the inputs some member
-    reads are needed (and checked): ``appearance`` ``(N, T, D)``, ``motion`` ``(N, K)`` (or ``(N, 1, K)``)."""
-    import torch
-
+def check_inputs(model: EnsembleModel, appearance: Any = None, motion: Any = None) -> ModelInputs:
+    """The inputs ``model``'s members read, validated: ``appearance`` ``(N, T, D)`` float32 and ``motion``
+    ``(N, K)`` (``(N, 1, K)`` accepted) with the same N; an input no member reads is ignored (None)."""
     man = model.manifest
     reads = {m.input for m in man.members}
-    xs: dict[str, np.ndarray] = {}
+    app = mot = None
     if "appearance" in reads:
         if appearance is None:
             raise InvalidInputError(f"model {man.version} reads appearance features; none given")
-        xs["appearance"] = _rows("appearance", appearance, man.feature_dim, per_time=True)
+        app = _rows("appearance", appearance, man.feature_dim, per_time=True)
     if "motion" in reads:
         if motion is None:
             raise InvalidInputError(f"model {man.version} reads motion statistics; none given")
-        xs["motion"] = _rows("motion", motion, man.motion.dim if man.motion else 0, per_time=False)[:, None, :]
-    counts = {len(x) for x in xs.values()}
-    if len(counts) > 1:
-        raise InvalidInputError(f"appearance and motion inputs differ in rows: {[len(x) for x in xs.values()]}")
-    tensors = {k: torch.from_numpy(x).to(model.device) for k, x in xs.items()}
+        mot = _rows("motion", motion, man.motion.dim if man.motion else 0, per_time=False)
+    if app is not None and mot is not None and len(app) != len(mot):
+        raise InvalidInputError(f"{len(app)} appearance rows but {len(mot)} motion rows")
+    return ModelInputs(app, mot)
+
+
+def score_members(model: EnsembleModel, appearance: Any = None, motion: Any = None) -> Scores:
+    """Score N items with ``model``'s members, vote, temperature and threshold, from the inputs the members
+    read (:func:`check_inputs`)."""
+    import torch
+
+    man = model.manifest
+    inputs = check_inputs(model, appearance, motion)
+    tensors = {}
+    if inputs.appearance is not None:
+        tensors["appearance"] = torch.from_numpy(inputs.appearance).to(model.device)
+    if inputs.motion is not None:
+        tensors["motion"] = torch.from_numpy(inputs.motion[:, None, :]).to(model.device)
     with torch.inference_mode():
         cols = [
             torch.sigmoid(h(tensors[m.input])).float().cpu().numpy()
@@ -236,21 +226,15 @@ class ModelRuntime:
         self.manifest = model.manifest
         self.device = device
         self.weights = weights
-        #: how this model's inputs are computed (motion and clip specs checked against this build)
-        self.feature_config: FeatureConfig = feature_config(self.manifest)
-        appearance = any(m.input == "appearance" for m in self.manifest.members)
-        reads: set[Input] = set()
-        if appearance:
-            reads.add("clip" if self.manifest.clip is not None else "frame")
-        if self.feature_config.needs_motion:
-            reads.add("motion")
+        #: the first stage: what the members read, and clips decoded for them (manifest checked here)
+        self.decoder = ClipDecoder(self.manifest)
+        self.feature_config: FeatureConfig = self.decoder.feature_config
         #: the inputs the members read: a subset of {"frame", "clip", "motion"}
-        self.reads: frozenset[Input] = frozenset(reads)
+        self.reads: frozenset[Input] = self.decoder.reads
         self.aggregation: Aggregation = getattr(self.manifest, "clip_aggregation", None) or DEFAULT_AGGREGATION
         if self.aggregation not in ("max", "mean"):
             raise ModelError(f"model {self.manifest.version}: unknown clip_aggregation {self.aggregation!r}")
-        self.window_hop_s = float(getattr(self.manifest, "window_hop_s", None) or DEFAULT_WINDOW_HOP_S)
-        if appearance:
+        if self.reads & {"frame", "clip"}:
             self._check_backbone()
         self._frame_backbone: Backbone | None = None
         self._clip_backbone: ClipBackbone | None = None
@@ -389,47 +373,8 @@ class ModelRuntime:
     # --- decode -----------------------------------------------------------------------------------
 
     def decode(self, source: Source, *, timeout_s: float = 10.0) -> DecodedClip:
-        """A finite video (path, URL or bytes) decoded as the model was trained: sampled frames (frame
-        backbone), windows (clip backbone), the motion statistics of the clip or of each window."""
-        from nexara.media import probe, sample_clip, sample_windows
-
-        fc = self.feature_config
-        grays = times = None
-        if fc.motion is not None:
-            grays, times = _gray_frames(source, fc.motion, timeout_s)
-        motion_frames = 0 if grays is None else len(grays)
-        if self.reads_windows and fc.clip is not None:
-            spec = fc.clip
-            w = sample_windows(
-                source,
-                window_s=spec.window_s,
-                hop_s=self.window_hop_s,
-                num_frames=spec.num_frames,
-                size_hw=spec.decode_size_hw,
-                resize=spec.crop,
-                timeout_s=timeout_s,
-            )
-            motion = None
-            if fc.motion is not None and grays is not None and times is not None:
-                motion = _window_motion(grays, times, w.start_s, w.end_s, fc.motion)
-            n_frames = int(w.frames.shape[0] * w.frames.shape[1])
-            return DecodedClip(None, w.frames, motion, w.start_s, w.end_s, n_frames + motion_frames, w.info.duration_s)
-        frames = None
-        if self.reads_frames:
-            clip = sample_clip(
-                source, num_frames=fc.frames_per_clip, size_hw=fc.size_hw, resize=fc.resize, timeout_s=timeout_s
-            )
-            frames, duration = clip.frames, clip.info.duration_s
-        else:  # motion only: the container's duration, no frame decoded for it
-            duration = probe(source, timeout_s=timeout_s).duration_s
-        motion = None
-        if fc.motion is not None and grays is not None and times is not None:
-            from nexara.motion import motion_from_gray
-
-            motion = motion_from_gray(grays, times, fc.motion)[None]
-        end = float(duration) if duration else (float(times[-1]) if times is not None and len(times) else 0.0)
-        n_frames = 0 if frames is None else len(frames)
-        return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([end]), n_frames + motion_frames, duration)
+        """A finite video (path, URL or bytes) decoded for this model (:meth:`ClipDecoder.decode`)."""
+        return self.decoder.decode(source, timeout_s=timeout_s)
 
     # --- embed + score ----------------------------------------------------------------------------
 
@@ -442,75 +387,46 @@ class ModelRuntime:
             appearance = self.embed_frames(decoded.frames)[None]
         return ModelInputs(appearance, decoded.motion)
 
+    def check_inputs(self, appearance: Any = None, motion: Any = None) -> ModelInputs:
+        """Precomputed inputs validated as :meth:`score` takes them (:func:`check_inputs`)."""
+        return check_inputs(self.model, appearance, motion)
+
     def score(self, appearance: Any = None, motion: Any = None) -> Scores:
         """Scores of N items from precomputed inputs (only those the members read are needed)."""
         return score_members(self.model, appearance, motion)
 
-    def aggregate(self, decoded: DecodedClip, windows: Scores) -> ClipScore:
-        """One clip score from its rows' scores: the most violent window's (``max``) or the mean (``mean``)."""
-        if len(windows) != decoded.rows:
-            raise InvalidInputError(f"{len(windows)} scores for {decoded.rows} windows")
+    def aggregate(self, windows: Scores) -> Scores:
+        """One clip row from its windows' rows: the most violent window's (``max``: its probability, decision,
+        tier and members) or the mean probability and member probabilities (``mean``, decided and tiered at
+        the manifest threshold)."""
+        if len(windows) == 0:
+            raise InvalidInputError("no window scores to aggregate")
         if self.aggregation == "max" or len(windows) == 1:
             i = int(np.argmax(windows.probability))
-            clip = Scores(
-                windows.probability[i : i + 1],
-                windows.violent[i : i + 1],
-                windows.confidence[i : i + 1],
-                windows.member_probs[i : i + 1],
-                windows.member_names,
-                windows.threshold,
-                windows.model_version,
+            return replace(
+                windows,
+                probability=windows.probability[i : i + 1],
+                violent=windows.violent[i : i + 1],
+                confidence=windows.confidence[i : i + 1],
+                member_probs=windows.member_probs[i : i + 1],
             )
-        else:
-            from nexara.metrics import confidence_tier
+        from nexara.metrics import confidence_tier
 
-            p = np.asarray([windows.probability.mean()])
-            tiers = confidence_tier(p, windows.threshold, self.manifest.tiers)
-            clip = Scores(
-                p,
-                p >= windows.threshold,
-                tuple(str(t) for t in np.atleast_1d(tiers)),
-                windows.member_probs.mean(axis=0, keepdims=True),
-                windows.member_names,
-                windows.threshold,
-                windows.model_version,
-            )
-        return ClipScore(clip, windows, decoded.start_s, decoded.end_s, decoded.frames_used, decoded.duration_s)
+        p = np.asarray([windows.probability.mean()])
+        tiers = np.atleast_1d(confidence_tier(p, windows.threshold, self.manifest.tiers))
+        return replace(
+            windows,
+            probability=p,
+            violent=p >= windows.threshold,
+            confidence=tuple(str(t) for t in tiers),
+            member_probs=windows.member_probs.mean(axis=0, keepdims=True),
+        )
 
     def predict(self, source: Source, *, timeout_s: float = 10.0) -> ClipScore:
         """Decode, embed, score and aggregate one finite video in this process."""
         decoded = self.decode(source, timeout_s=timeout_s)
         inputs = self.embed(decoded)
-        return self.aggregate(decoded, self.score(inputs.appearance, inputs.motion))
-
-
-def _gray_frames(source: Source, spec: MotionSpec, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gray frames ``(N, H, W)`` uint8 at ``spec.fps``/``spec.size_hw`` and their times, decoded exactly as
-    :func:`nexara.motion.clip_motion` decodes them (so the whole clip's statistics are its, bit for bit)."""
-    import cv2
-
-    from nexara.media import iter_frames
-
-    cv2.setNumThreads(1)
-    grays: list[np.ndarray] = []
-    times: list[float] = []
-    with iter_frames(source, fps=spec.fps, size_hw=spec.size_hw, resize="squash", timeout_s=timeout_s) as frames:
-        for frame in frames:
-            grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
-            times.append(frame.time_s)
-    h, w = spec.size_hw
-    stack = np.stack(grays) if grays else np.zeros((0, h, w), dtype=np.uint8)
-    return stack, np.asarray(times, dtype=np.float64)
-
-
-def _window_motion(
-    grays: np.ndarray, times_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, spec: MotionSpec
-) -> np.ndarray:
-    """``(W, K)``: the statistics of the gray frames whose time lies in each window's [start_s, end_s)."""
-    from nexara.motion import motion_from_gray
-
-    rows = []
-    for a, b in zip(start_s, end_s, strict=True):
-        keep = (times_s >= a - _EDGE_S) & (times_s < b - _EDGE_S)
-        rows.append(motion_from_gray(grays[keep], times_s[keep], spec))
-    return np.stack(rows).astype(np.float32)
+        windows = self.score(inputs.appearance, inputs.motion)
+        return ClipScore(
+            self.aggregate(windows), windows, decoded.start_s, decoded.end_s, decoded.frames_used, decoded.duration_s
+        )

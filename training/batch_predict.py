@@ -1,58 +1,59 @@
-"""Many inputs through Ray Data: decode tasks + backbone actor pool, then the ensemble in the driver."""
+"""Many inputs through Ray Data: an actor pool of :class:`~nexara.predict.Predictor` (one model runtime per
+actor: decode, embed with the backbone the members read, score), records streamed back in input order."""
 
 from __future__ import annotations
 
-import time
+import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nexara.config import NexaraConfig
-from nexara.model_manifest import feature_config
-from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
-from training.features import build_pipeline
+
+
+class PredictActor:
+    """Callable class for ``Dataset.map``: ``{"path"}`` -> ``{"record"}`` (the JSON record of the path)."""
+
+    def __init__(self, model_dir: str | None, weights: str | None, device: str, threads: int, timeout_s: float) -> None:
+        import torch
+
+        from nexara.predict import Predictor
+
+        torch.set_num_threads(threads)
+        self.predictor = Predictor(model_dir, device=device, weights=weights, read_timeout_s=timeout_s)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        # JSON keeps the records' nested members and nulls out of Arrow's schema inference
+        return {"record": json.dumps(self.predictor.predict_source(str(row["path"])))}
 
 
 def predict_with_ray(
     inputs: list[str], cfg: NexaraConfig, *, model_dir: str | Path | None = None
 ) -> Iterator[dict[str, Any]]:
+    """Records of ``inputs`` (same as ``Predictor.predict_many``, in input order) from a pool of predictor
+    actors: ``features.model_actors`` at least, one per CPU of the instance otherwise (decoding and the
+    motion statistics are CPU work that the actors share), each with ``features.torch_threads``."""
     import ray
 
-    from nexara.predict import make_record
-
-    model = EnsembleModel(model_dir or DEFAULT_MODEL_DIR)
-    fc = feature_config(model.manifest)
-    # the pipeline reads T, the backbone and the resize policy from the config: the model's, not the config's
-    cfg = cfg.model_copy(deep=True)
-    cfg.model.backbone = fc.backbone
-    cfg.media.frames_per_clip = fc.frames_per_clip
-    cfg.media.resize = fc.resize
-    items = [
-        {"path": p, "content_hash": "", "label": -1, "source": "", "split": "", "duration_s": None} for p in inputs
-    ]
-    ds = build_pipeline(items, cfg, model.spec, backbone=fc.backbone, motion=fc.needs_motion)
-    # records come out in input order, like the single-process path
+    fc = cfg.features
+    gpus = fc.model_num_gpus
+    cpus = max(1.0, float(ray.available_resources().get("CPU", 1.0)))
+    actors = max(1, min(len(inputs), max(fc.model_actors, math.floor(cpus / fc.model_num_cpus))))
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    t_last = time.perf_counter()
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        now = time.perf_counter()
-        share = (now - t_last) / max(1, len(batch["path"]))  # wall time per clip of this batch
-        t_last = now
-        for i in range(len(batch["path"])):
-            path = str(batch["path"][i])
-            if str(batch["error"][i]):
-                yield {"path": path, "error": str(batch["error_code"][i]), "reason": str(batch["error"][i])}
-                continue
-            feats = np.asarray(batch["features"][i], dtype=np.float32)
-            times = np.asarray(batch["times_s"][i])
-            yield make_record(
-                model,
-                path,
-                feats,
-                frames_used=len(feats),
-                duration_s=float(times[-1]) if len(times) else None,
-                latency_s=share,
-                motion=np.asarray(batch["motion"][i], dtype=np.float32) if fc.needs_motion else None,
-            )
+    items = ray.data.from_items([{"path": p} for p in inputs], override_num_blocks=max(1, len(inputs)))
+    ds = items.map(
+        PredictActor,  # type: ignore[arg-type]  # a callable class: Ray Data builds one per actor
+        fn_constructor_kwargs={
+            "model_dir": None if model_dir is None else str(model_dir),
+            "weights": cfg.model.weights,
+            "device": cfg.model.device if gpus > 0 else "cpu",
+            "threads": fc.torch_threads,
+            "timeout_s": cfg.media.read_timeout_s,
+        },
+        num_cpus=fc.model_num_cpus,
+        num_gpus=gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+    )
+    for row in ds.iter_rows():
+        yield json.loads(row["record"])

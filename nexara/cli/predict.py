@@ -46,7 +46,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with ray_session(cfg.ray):  # records stream out while the Ray instance is up
             rc = _emit_records(predict_with_ray(inputs, cfg, model_dir=args.model), args.format)
     else:
-        predictor = Predictor(args.model, weights=cfg.model.weights, read_timeout_s=cfg.media.read_timeout_s)
+        predictor = Predictor(
+            args.model, device=cfg.model.device, weights=cfg.model.weights, read_timeout_s=cfg.media.read_timeout_s
+        )
         rc = _emit_records(predictor.predict_many(inputs), args.format)
     if rc:
         sys.stderr.write("nexara: some inputs could not be read (see the error records above)\n")
