@@ -151,16 +151,15 @@ class ConsoleRoutes:
         if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
             raise ApiError("invalid_request", "sign-in needs name and password (strings)")
         client = request.client.host if request.client else "?"
-        keys = [f"name:{name.lower()}", f"client:{client}"]
-        wait_s = st.throttle.retry_after_s(keys)
+        wait_s = st.throttle.retry_after_s(name, client)
         if wait_s > 0:
             raise RateLimitedError(wait_s, f"too many failed sign-ins; retry in {wait_s:.0f} s")
         user = await asyncio.to_thread(authenticate, st.users_file, name, password)
         if user is None:
-            st.throttle.failed(keys)
+            st.throttle.failed(name, client)
             logger.warning("console: failed sign-in for %r from %s", name[:64], client)
             raise ApiError("unauthorized", "wrong user name or password")
-        st.throttle.succeeded(keys[:1])
+        st.throttle.succeeded(name)
         cookie, session = st.signer.issue(user.name)
         resp = JSONResponse({"user": user.name, "role": user.role, "csrf": st.signer.csrf_token(session)})
         resp.set_cookie(

@@ -98,37 +98,39 @@ class SessionSigner:
 
 
 class LoginThrottle:
-    """Failed sign-ins per key (a user name, a client address) over a sliding window; at the limit,
-    sign-in is refused (429) before the password is checked."""
+    """Failed sign-ins per user name (``max_failures``) and per client address (``client_factor`` times
+    as many: a control room behind one address is not locked out by one person's typos) over a sliding
+    window; at a limit, sign-in is refused (429) before the password is checked."""
 
-    def __init__(self, max_failures: int, window_s: float) -> None:
-        self.max_failures = max_failures
+    def __init__(self, max_failures: int, window_s: float, client_factor: int = 4) -> None:
         self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
+        self._limits = {"name": max_failures, "client": max_failures * client_factor}
+        self._failures: dict[tuple[str, str], deque[float]] = {}
 
-    def _recent(self, key: str, now_s: float) -> deque[float]:
+    def _recent(self, key: tuple[str, str], now_s: float) -> deque[float]:
         q = self._failures.setdefault(key, deque())
         while q and q[0] <= now_s - self.window_s:
             q.popleft()
         return q
 
-    def retry_after_s(self, keys: list[str], now_s: float | None = None) -> float:
+    def retry_after_s(self, name: str, client: str, now_s: float | None = None) -> float:
         """0 when sign-in may be tried, else seconds until the oldest counted failure leaves the window."""
         now_s = time.monotonic() if now_s is None else now_s
         wait = 0.0
-        for key in keys:
+        for key in (("name", name.lower()), ("client", client)):
             q = self._recent(key, now_s)
-            if len(q) >= self.max_failures:
+            if len(q) >= self._limits[key[0]]:
                 wait = max(wait, q[0] + self.window_s - now_s)
         return wait
 
-    def failed(self, keys: list[str], now_s: float | None = None) -> None:
+    def failed(self, name: str, client: str, now_s: float | None = None) -> None:
         now_s = time.monotonic() if now_s is None else now_s
-        for key in keys:
+        for key in (("name", name.lower()), ("client", client)):
             self._recent(key, now_s).append(now_s)
         if len(self._failures) > 10_000:  # bound memory under a spray of names: drop keys with no recent failure
             self._failures = {k: q for k, q in self._failures.items() if self._recent(k, now_s)}
 
-    def succeeded(self, keys: list[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    def succeeded(self, name: str) -> None:
+        """A right password clears that name's failures (not the client's: one good account must not
+        reset the count of guesses at others)."""
+        self._failures.pop(("name", name.lower()), None)
