@@ -25,6 +25,7 @@ backbone deployment and scores in the ensemble deployment)::
     rt.embed_frames(frames)    # (n, D) float32; (n, 0) when no member reads frame features
     rt.embed_windows(windows)  # WindowFeatures: pooled (n, D) and per_time (n, T', D) float32
     rt.check_inputs(appearance, motion)  # ModelInputs, validated (InvalidInputError naming the problem)
+    rt.check_frames(frames); rt.check_windows(windows)  # the uint8 arrays the embed methods take
 
 Decoding alone (no torch) is :class:`nexara.clip_decode.ClipDecoder` (``rt.decoder``).
 
@@ -51,8 +52,6 @@ from nexara.model_manifest import FeatureConfig
 from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
 
 if TYPE_CHECKING:
-    import torch
-
     from nexara.backbones import Backbone, ClipBackbone
     from nexara.media import Source
     from nexara.motion import MotionSpec
@@ -335,13 +334,31 @@ class ModelRuntime:
 
     # --- embed ------------------------------------------------------------------------------------
 
-    def embed_frames(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 frames ``(n, H, W, 3)`` at :attr:`frame_size_hw` -> ``(n, D)`` float32 features. A model
-        none of whose members reads frame features gets ``(n, 0)`` and builds nothing."""
+    def check_frames(self, frames: Any) -> np.ndarray:
+        """``frames`` as the uint8 ``(n, H, W, 3)`` array :meth:`embed_frames` takes (H, W: :attr:`frame_size_hw`)."""
         arr = np.asarray(frames)
         h, w = self.frame_size_hw
         if arr.ndim != 4 or arr.dtype != np.uint8 or tuple(arr.shape[1:]) != (h, w, 3):
             raise InvalidInputError(f"expected (n, {h}, {w}, 3) uint8 frames, got {arr.dtype} {arr.shape}")
+        return arr
+
+    def check_windows(self, windows: Any) -> np.ndarray:
+        """``windows`` as the uint8 ``(n, T, H, W, 3)`` array :meth:`embed_windows` takes (T: the clip spec's)."""
+        spec = self.feature_config.clip
+        if not self.reads_windows or spec is None:
+            raise ModelError(f"model {self.manifest.version} reads no clip backbone features")
+        arr = np.asarray(windows)
+        if arr.ndim != 5 or arr.dtype != np.uint8 or arr.shape[1] != spec.num_frames or arr.shape[4] != 3:
+            raise InvalidInputError(
+                f"expected (n, {spec.num_frames}, H, W, 3) uint8 windows ({spec.describe()}), "
+                f"got {arr.dtype} {arr.shape}"
+            )
+        return arr
+
+    def embed_frames(self, frames: Any) -> np.ndarray:
+        """uint8 frames ``(n, H, W, 3)`` at :attr:`frame_size_hw` -> ``(n, D)`` float32 features. A model
+        none of whose members reads frame features gets ``(n, 0)`` and builds nothing."""
+        arr = self.check_frames(frames)
         if not self.reads_frames:
             return np.zeros((len(arr), 0), dtype=np.float32)
         if len(arr) == 0:
@@ -352,17 +369,9 @@ class ModelRuntime:
         with torch.inference_mode():
             return backbone(arr).float().cpu().numpy()
 
-    def embed_windows(self, windows: np.ndarray | torch.Tensor) -> WindowFeatures:
+    def embed_windows(self, windows: Any) -> WindowFeatures:
         """uint8 windows ``(n, T, H, W, 3)`` (T = the clip spec's frames) -> pooled and per-time features."""
-        spec = self.feature_config.clip
-        if not self.reads_windows or spec is None:
-            raise ModelError(f"model {self.manifest.version} reads no clip backbone features")
-        arr = np.asarray(windows)
-        if arr.ndim != 5 or arr.dtype != np.uint8 or arr.shape[1] != spec.num_frames or arr.shape[4] != 3:
-            raise InvalidInputError(
-                f"expected (n, {spec.num_frames}, H, W, 3) uint8 windows ({spec.describe()}), "
-                f"got {arr.dtype} {arr.shape}"
-            )
+        arr = self.check_windows(windows)
         import torch
 
         backbone = self.clip_backbone

@@ -1,4 +1,5 @@
-"""Serve deployments: the batched frame backbone and the voting ensemble.
+"""Serve deployments: the batched backbone and the voting ensemble, both on the model runtime
+(:class:`nexara.runtime.ModelRuntime`: the manifest is checked there, once).
 
 Both are stateless (state lives in the stream actors) and take uint8 frames or features, never float
 frames, through the object store. Batch size and wait are read from the deployment's ``user_config`` in
@@ -12,40 +13,31 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from nexara.config import BackboneServeConfig, EnsembleServeConfig
-from nexara.errors import ModelError
 
 logger = logging.getLogger("ray.serve")
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device cuda requested but torch sees no GPU")
-    return device
-
-
 def _frame_count(items: list[np.ndarray]) -> int:
-    """Size of a backbone batch in frames (``max_batch_size`` counts frames, not requests)."""
-    return sum(len(x) for x in items)
+    """Size of a backbone batch in frames (``max_batch_size`` counts frames, not requests): a window of T
+    frames counts T."""
+    return sum(int(np.prod(x.shape[:2])) if x.ndim == 5 else len(x) for x in items)
 
 
 @serve.deployment(name="Backbone")
 class BackboneDeployment:
-    """One CNN for every camera: ``@serve.batch`` gathers the frame requests of all stream actors.
+    """One backbone for every camera: ``@serve.batch`` gathers the requests of all stream actors.
 
-    A request is ``(n, H, W, 3)`` uint8 frames at the model input size; the reply is ``(n, D)`` float16
-    features. Frames go to the device as uint8 and become float there (autocast on GPU).
+    A request is ``(n, H, W, 3)`` uint8 frames at the model input size for a model on a frame backbone
+    (the reply: ``(n, D)`` float16 features), or ``(n, T, H, W, 3)`` uint8 windows of the manifest's clip
+    spec for a model on a clip backbone (the reply: per-time features ``(n, T', D)`` float16). Frames go to
+    the device as uint8 and become float there (autocast on GPU). A model none of whose members reads
+    backbone features builds no CNN: frame requests get ``(n, 0)`` features.
 
     ``max_batch_size`` counts *frames* per forward pass: requests are gathered until the next one would
     pass it, and a request larger than it is split. On CPU a small batch is fastest (the batch-size
@@ -63,21 +55,18 @@ class BackboneDeployment:
     ) -> None:
         import torch
 
-        from nexara.backbones import create_backbone
-        from nexara.model_manifest import read_manifest
-        from nexara.voting import DEFAULT_MODEL_DIR
+        from nexara.runtime import ModelRuntime
 
         torch.set_num_threads(torch_threads)
-        self.manifest = read_manifest(Path(model_dir) if model_dir else DEFAULT_MODEL_DIR)
-        self.device = _resolve_device(device)
-        self.backbone = create_backbone(self.manifest.backbone, weights=weights, device=self.device)
-        spec = replace(self.backbone.spec, resize=self.manifest.preprocessing.resize)
-        if spec.hash() != self.manifest.preprocessing.hash:
-            raise ModelError(
-                f"model {self.manifest.version} expects preprocessing {self.manifest.preprocessing.hash}, "
-                f"backbone {self.manifest.backbone} here has {spec.hash()}"
-            )
-        self.size_hw = tuple(self.manifest.preprocessing.size_hw)
+        self.runtime = ModelRuntime.from_manifest(model_dir, device=device, weights=weights)
+        self.manifest = self.runtime.manifest
+        self.device = self.runtime.device
+        # build what the members read now: a missing weights file fails the deployment, not a request
+        if self.runtime.reads_frames:
+            _ = self.runtime.frame_backbone
+        if self.runtime.reads_windows:
+            _ = self.runtime.clip_backbone
+        self.feature_dim = self.manifest.feature_dim if self.runtime.reads & {"frame", "clip"} else 0
         self._batches = 0
         self._frames = 0
         self._requests = 0
@@ -95,11 +84,10 @@ class BackboneDeployment:
         self._max_batch_size, self._batch_wait_timeout_s = size, wait  # Serve's getters are private
         logger.info("backbone batching: max_batch_size=%d batch_wait_timeout_s=%.3f", size, wait)
 
-    def _forward(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.backbone(frames).to(torch.float16).cpu().numpy()
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self.runtime.reads_windows:
+            return self.runtime.embed_windows(x).per_time.astype(np.float16)
+        return self.runtime.embed_frames(x).astype(np.float16)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_frame_count)
     async def embed(self, requests: list[np.ndarray]) -> list[np.ndarray]:
@@ -110,26 +98,25 @@ class BackboneDeployment:
         self._busy_s += time.perf_counter() - t0
         self._batches += 1
         self._requests += len(requests)
-        self._frames += len(stacked)
-        self._max_batch_frames = max(self._max_batch_frames, len(stacked))
+        frames = _frame_count([stacked])
+        self._frames += frames
+        self._max_batch_frames = max(self._max_batch_frames, frames)
         self._max_batch_requests = max(self._max_batch_requests, len(requests))
-        self._recent_batches.append(len(stacked))
+        self._recent_batches.append(frames)
         return list(np.split(feats, np.cumsum(sizes)[:-1]))
 
     async def __call__(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
-        if (
-            frames.ndim != 4
-            or frames.dtype != np.uint8
-            or tuple(frames.shape[1:3]) != self.size_hw
-            or frames.shape[3] != 3
-        ):
-            raise ValueError(
-                f"expected (n, {self.size_hw[0]}, {self.size_hw[1]}, 3) uint8 frames, got {frames.dtype} {frames.shape}"
-            )
+        # checked here, before batching: a bad request fails alone, not the batch it would have joined
+        if self.runtime.reads_windows:
+            self.runtime.check_windows(frames)
+            per_request = frames.shape[1]
+        else:
+            self.runtime.check_frames(frames)
+            per_request = 1
         if len(frames) == 0:
-            return np.zeros((0, self.manifest.feature_dim), dtype=np.float16)
-        step = self._max_batch_size
+            return self._forward(frames)
+        step = max(1, self._max_batch_size // per_request)
         if len(frames) <= step:
             return await self.embed(frames)
         parts = await asyncio.gather(*(self.embed(frames[i : i + step]) for i in range(0, len(frames), step)))
@@ -148,25 +135,30 @@ class BackboneDeployment:
             "max_batch_frames": self._max_batch_frames,
             "max_batch_requests": self._max_batch_requests,
             "recent_batch_frames": list(self._recent_batches),
-            "feature_dim": self.manifest.feature_dim,
+            "feature_dim": self.feature_dim,
+            "reads": sorted(self.runtime.reads),
+            "built": list(self.runtime.built),
             "pid": os.getpid(),
         }
 
 
 @serve.deployment(name="VotingEnsemble")
 class VotingEnsembleDeployment:
-    """The manifest's members, weights, temperature and threshold scoring one window per request.
+    """The manifest's members, weights, temperature and threshold (or the ``serve.ensemble.vote`` override).
 
-    A request is ``(features (T, D), motion (K,) or None)``; the reply is the verdict dict of
-    :func:`nexara.predict.verdict` (calibrated probability, decision, tier, member probabilities)."""
+    ``__call__`` scores one window: ``(features (T, D), motion (K,) or None)`` (an input no member reads is
+    ignored, any shape) -> the verdict dict of :func:`nexara.predict.verdicts` (calibrated probability,
+    decision, tier, member probabilities). :meth:`score_clip` scores a clip's rows (one per window, or one
+    for a whole-clip model) and returns the clip's verdict (:meth:`ModelRuntime.aggregate`)."""
 
     def __init__(self, model_dir: str | None = None, *, vote: str = "manifest", vote_k: int | None = None) -> None:
         import torch
 
-        from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
+        from nexara.runtime import ModelRuntime
 
         torch.set_num_threads(1)
-        self.model = EnsembleModel(Path(model_dir) if model_dir else DEFAULT_MODEL_DIR, vote=vote, vote_k=vote_k)
+        self.runtime = ModelRuntime.from_manifest(model_dir, device="cpu", vote=vote, vote_k=vote_k)
+        self.model = self.runtime.model
         self._windows = 0
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -175,26 +167,24 @@ class VotingEnsembleDeployment:
         self.score.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def score(self, items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict[str, Any]]:
-        from nexara.predict import verdicts
-
-        feats = np.stack([np.asarray(f, dtype=np.float32) for f, _ in items])
-        motion = None
-        if self.model.needs_motion:
-            motion = np.stack([np.asarray(m, dtype=np.float32) for _, m in items])
+    async def score(self, items: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[dict[str, Any]]:
+        app = None if items[0][0] is None else np.concatenate([f for f, _ in items])  # type: ignore[misc]
+        mot = None if items[0][1] is None else np.concatenate([m for _, m in items])  # type: ignore[misc]
         self._windows += len(items)
-        return verdicts(self.model, feats, motion)
+        return self.runtime.score(app, mot).verdicts()
 
-    async def __call__(self, feats: np.ndarray, motion: np.ndarray | None = None) -> dict[str, Any]:
-        man = self.model.manifest
-        feats = np.asarray(feats)
-        if feats.ndim != 2 or feats.shape[1] != man.feature_dim or len(feats) < 1:
-            raise ValueError(f"expected features (T, {man.feature_dim}), got {feats.shape}")
-        if self.model.needs_motion:
-            dim = man.motion.dim if man.motion else 0
-            if motion is None or np.asarray(motion).shape != (dim,):
-                raise ValueError(f"model {man.version} needs a motion vector ({dim},)")
-        return await self.score((feats, motion))
+    async def __call__(self, feats: np.ndarray | None, motion: np.ndarray | None = None) -> dict[str, Any]:
+        # one window, checked alone (a bad one fails its request, not its batch); unread inputs dropped
+        x = self.runtime.check_inputs(
+            None if feats is None else np.asarray(feats)[None], None if motion is None else np.asarray(motion)[None]
+        )
+        return await self.score((x.appearance, x.motion))
+
+    async def score_clip(self, feats: np.ndarray | None, motion: np.ndarray | None = None) -> dict[str, Any]:
+        """A clip's verdict from its rows: ``feats`` ``(W, T, D)``, ``motion`` ``(W, K)`` (what members read)."""
+        rows = self.runtime.score(feats, motion)
+        self._windows += len(rows)
+        return self.runtime.aggregate(rows).verdict(0)
 
     def info(self) -> dict[str, Any]:
         man = self.model.manifest
@@ -205,6 +195,8 @@ class VotingEnsembleDeployment:
             "feature_dim": man.feature_dim,
             "preprocessing": man.preprocessing.model_dump(mode="json"),
             "motion": None if man.motion is None else man.motion.model_dump(mode="json"),
+            "clip": None if man.clip is None else man.clip.model_dump(mode="json"),
+            "reads": sorted(self.runtime.reads),
             "members": [{"name": m.name, "head": m.head_config.get("name"), "input": m.input} for m in man.members],
             "weights": list(man.weights),
             "temperature": man.temperature,

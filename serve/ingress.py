@@ -101,6 +101,7 @@ class Ingress(ConsoleRoutes):
         token_sha256: str | None = None,
     ) -> None:
         from actors.stream_actor import get_or_create_manager
+        from nexara.clip_decode import ClipDecoder
         from nexara.config import NexaraConfig
         from nexara.model_manifest import read_manifest
         from nexara.voting import DEFAULT_MODEL_DIR
@@ -119,6 +120,7 @@ class Ingress(ConsoleRoutes):
         self.backbone = backbone
         self.ensemble = ensemble
         self.manifest = read_manifest(self.cfg.serve.model_dir or DEFAULT_MODEL_DIR)
+        self.decoder = ClipDecoder(self.manifest)  # uploads decoded as the model reads them; no torch here
         self.max_upload = int(self.cfg.serve.max_upload_mb * 1024 * 1024)
         self.max_json = int(self.cfg.serve.max_json_kb * 1024)
         self.limiter = RateLimiter(self.cfg.serve.rate_limit.per_minute, self.cfg.serve.rate_limit.burst)
@@ -192,23 +194,6 @@ class Ingress(ConsoleRoutes):
             raise ApiError("empty_upload", "the request body is empty: send the video bytes as the body")
         return body
 
-    def _decode(self, body: bytes) -> tuple[np.ndarray, np.ndarray | None, float | None]:
-        from nexara.media import sample_clip
-        from nexara.motion import clip_motion
-
-        man = self.manifest
-        clip = sample_clip(
-            body,
-            num_frames=man.frames_per_clip,
-            size_hw=tuple(man.preprocessing.size_hw),  # type: ignore[arg-type]
-            resize=man.preprocessing.resize,
-            timeout_s=self.cfg.media.read_timeout_s,
-        )
-        motion = None
-        if any(m.input == "motion" for m in man.members):
-            motion = clip_motion(body, timeout_s=self.cfg.media.read_timeout_s)
-        return clip.frames, motion, clip.info.duration_s
-
     # --- routes ------------------------------------------------------------------------------------
 
     @api.get("/healthz")
@@ -224,11 +209,21 @@ class Ingress(ConsoleRoutes):
         body = await self._read_upload(request)
         name = request.headers.get("x-filename") or request.query_params.get("name") or "<upload>"
         # a MediaError or any other NexaraError of the upload reaches the handler: status from its code
-        frames, motion, duration = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
-        feats = await self.backbone.remote(frames)
-        verdict = await self.ensemble.remote(np.asarray(feats), motion)
+        decoded = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.decoder.decode(body, timeout_s=self.cfg.media.read_timeout_s)
+        )
+        feats = None  # the backbone deployment embeds what the members read: frames or windows
+        if decoded.frames is not None:
+            feats = np.asarray(await self.backbone.remote(decoded.frames))[None]
+        elif decoded.windows is not None:
+            feats = np.asarray(await self.backbone.remote(decoded.windows))
+        verdict = await self.ensemble.score_clip.remote(feats, decoded.motion)
         return clip_record(
-            name, verdict, frames_used=len(frames), duration_s=duration, latency_s=time.perf_counter() - t0
+            name,
+            verdict,
+            frames_used=decoded.frames_used,
+            duration_s=decoded.duration_s,
+            latency_s=time.perf_counter() - t0,
         )
 
     @api.get("/v1/cameras")
