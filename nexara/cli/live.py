@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from nexara.cli.config import load_cfg
@@ -27,31 +26,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     import ray
 
+    from actors.stream_actor import get_manager
     from cluster.runtime import init_ray
+    from cluster.shutdown import GracefulStop
     from serve.builder import new_run_dir, run_local
-    from serve.watch import ensure_token
+    from serve.watch import ensure_token, release_ray, stop_cameras, summary
 
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.port is not None:
         cfg.serve.port = args.port
     _, token_path = ensure_token(cfg, run_dir)
-    init_ray(cfg.ray, log_to_driver=False)
-    run_local(cfg, run_dir)
-    sys.stdout.write(
-        f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"
-    )
-    if token_path:
-        sys.stdout.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+    started_ray = init_ray(cfg.ray, log_to_driver=False)
+    # installed after ray.init, which sets its own SIGTERM handler (sys.exit wherever the main thread is)
+    with GracefulStop(args.stop_timeout) as stop:
+        try:
+            run_local(cfg, run_dir)
+            sys.stdout.write(
+                f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix} (run folder {run_dir})\n"
+            )
+            if token_path:
+                sys.stdout.write(f"API token ({cfg.serve.token_env}) saved in {token_path}\n")
+            sys.stdout.flush()
+            stop.wait()
+            sys.stdout.write(f"{stop.signal_name}: stopping the cameras\n")
+            sys.stdout.flush()
+            try:
+                manager = get_manager(cfg.serve.app_name)
+            except ValueError:  # no camera was ever added
+                manager = None
+            if manager is not None:
+                statuses = stop_cameras(manager, 0.6 * args.stop_timeout)
+                sys.stdout.write(summary(statuses) + "\n")
+                ray.kill(manager)
+        finally:
+            release_ray(started_ray=started_ray)
+    sys.stdout.write(f"stopped (event log in {run_dir})\n")
+    return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -76,7 +87,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return 2
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return watch(cfg, cameras, run_dir=run_dir, out=sys.stdout, duration_s=args.duration)
+    return watch(
+        cfg, cameras, run_dir=run_dir, out=sys.stdout, duration_s=args.duration, stop_deadline_s=args.stop_timeout
+    )
+
+
+_STOP_HELP = (
+    "on SIGTERM/SIGINT: seconds to stop the cameras (open incidents ended, sinks flushed) and Ray before "
+    "the process tree is killed (default 60; give `docker stop -t` / systemd TimeoutStopSec more)"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sv.add_argument("--out", help="build: write the Serve config here (default stdout)")
     sv.add_argument("--run-dir", help="folder for the event log and clips")
     sv.add_argument("--port", type=int, help="override serve.port")
+    sv.add_argument("--stop-timeout", type=float, default=60.0, help=_STOP_HELP)
     sv.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("watch", help="live detection on files, URLs or screen recordings; events as they happen")
@@ -97,4 +117,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w.add_argument("--duration", type=float, help="stop after this many seconds")
     w.add_argument("--run-dir", help="run folder (default: sinks.run_dir/<timestamp>)")
     w.add_argument("--port", type=int, help="override serve.port")
+    w.add_argument("--stop-timeout", type=float, default=60.0, help=_STOP_HELP)
     w.set_defaults(func=cmd_watch)
