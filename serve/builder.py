@@ -1,7 +1,9 @@
 """Typed builder of the Serve application from ``ray_config.yaml``.
 
-* :func:`build_app` binds the three deployments (``Backbone`` -> ``VotingEnsemble`` -> ``Ingress``) with the
-  resources, batching and replica counts of the ``serve`` section.
+* :func:`build_app` binds the deployments (an embedding deployment -> ``VotingEnsemble`` -> ``Ingress``) with
+  the resources, batching and replica counts of the ``serve`` section. The embedding deployment follows the
+  model: ``Backbone`` (frames, ``serve.backbone``) for a model on a frame backbone, ``ClipBackbone``
+  (whole windows, ``serve.clip``) for a model on a clip backbone; the other one is not deployed.
 * :func:`app_builder` is the ``import_path`` target of ``serve deploy`` / ``serve run``: its arguments
   (:class:`AppArgs`) come from the Serve config and are validated.
 * :func:`serve_config` writes that Serve config (``nexara serve build``); deployment options live in it so
@@ -23,6 +25,8 @@ from ray import serve
 from ray.serve import Application
 
 from nexara.config import NexaraConfig, load_config
+from nexara.model_manifest import read_manifest
+from serve.clip_deployment import ClipBackboneDeployment
 from serve.deployments import BackboneDeployment, VotingEnsembleDeployment
 from serve.ingress import Ingress, token_digest
 
@@ -55,29 +59,57 @@ def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
     return path.resolve()
 
 
+def embedding_deployment(cfg: NexaraConfig) -> str:
+    """The deployment that embeds this model's pixels: ``ClipBackbone`` for a model on a clip backbone
+    (manifest ``clip`` entry), else ``Backbone``. (A frame model whose members all read motion still gets
+    ``Backbone``: the ``VotingEnsemble`` deployment takes frame features with every window.)"""
+    from nexara.voting import DEFAULT_MODEL_DIR  # torch: only when an app is built
+
+    manifest = read_manifest(cfg.serve.model_dir or DEFAULT_MODEL_DIR, verify=False)
+    return "ClipBackbone" if manifest.clip is not None else "Backbone"
+
+
+def _deployment_options(cfg: NexaraConfig, name: str) -> dict[str, Any]:
+    """Serve options of deployment ``name`` from the ``serve`` section (also written by :func:`serve_config`)."""
+    s = cfg.serve
+    if name == "VotingEnsemble":
+        en = s.ensemble
+        return {
+            "num_replicas": en.num_replicas,
+            "max_ongoing_requests": en.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": en.num_cpus},
+            "user_config": {"max_batch_size": en.max_batch_size, "batch_wait_timeout_s": en.batch_wait_timeout_s},
+        }
+    if name == "Ingress":
+        return {"ray_actor_options": {"num_cpus": s.ingress_num_cpus}}
+    bb = s.clip if name == "ClipBackbone" else s.backbone
+    return {
+        "num_replicas": bb.num_replicas,
+        "max_ongoing_requests": bb.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": bb.num_cpus, "num_gpus": bb.num_gpus},
+        "user_config": {"max_batch_size": bb.max_batch_size, "batch_wait_timeout_s": bb.batch_wait_timeout_s},
+    }
+
+
 def build_app(cfg: NexaraConfig, run_dir: str | Path) -> Application:
     s = cfg.serve
     settings = cfg.model_dump(mode="json")
-    bb = s.backbone
-    backbone = BackboneDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=bb.num_replicas,
-        max_ongoing_requests=bb.max_ongoing_requests,
-        ray_actor_options={"num_cpus": bb.num_cpus, "num_gpus": bb.num_gpus},
-        user_config={"max_batch_size": bb.max_batch_size, "batch_wait_timeout_s": bb.batch_wait_timeout_s},
-    ).bind(s.model_dir, weights=cfg.model.weights, device=cfg.model.device, torch_threads=bb.torch_threads)
+    embedder = embedding_deployment(cfg)
+    deployment = ClipBackboneDeployment if embedder == "ClipBackbone" else BackboneDeployment
+    threads = s.clip.torch_threads if embedder == "ClipBackbone" else s.backbone.torch_threads
+    backbone = deployment.options(  # type: ignore[union-attr]
+        **_deployment_options(cfg, embedder)
+    ).bind(s.model_dir, weights=cfg.model.weights, device=cfg.model.device, torch_threads=threads)
     en = s.ensemble
     ensemble = VotingEnsembleDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=en.num_replicas,
-        max_ongoing_requests=en.max_ongoing_requests,
-        ray_actor_options={"num_cpus": en.num_cpus},
-        user_config={"max_batch_size": en.max_batch_size, "batch_wait_timeout_s": en.batch_wait_timeout_s},
+        **_deployment_options(cfg, "VotingEnsemble")
     ).bind(s.model_dir, vote=en.vote, vote_k=en.vote_k)
     # the driver's token reaches the ingress as its SHA-256 only: a runtime_env would put the token itself
     # in Ray's actor table and the runtime-env agent's log (a cluster may set the variable on its nodes)
     token = os.environ.get(s.token_env, "")
     digest = token_digest(token) if len(token) >= 16 else None
     return Ingress.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_cpus": s.ingress_num_cpus}
+        **_deployment_options(cfg, "Ingress")
     ).bind(backbone, ensemble, settings, str(run_dir), s.app_name, token_sha256=digest)
 
 
@@ -92,7 +124,6 @@ def app_builder(args: dict[str, Any]) -> Application:
 def serve_config(cfg: NexaraConfig, *, config_path: str | None, run_dir: str | None = None) -> dict[str, Any]:
     """The Serve config (``serve deploy`` file) of this app, deployment options filled from ``cfg``."""
     s = cfg.serve
-    bb, en = s.backbone, s.ensemble
     args: dict[str, Any] = {}
     if config_path:
         args["config"] = str(Path(config_path).resolve())
@@ -108,27 +139,8 @@ def serve_config(cfg: NexaraConfig, *, config_path: str | None, run_dir: str | N
                 "import_path": "serve.builder:app_builder",
                 "args": args,
                 "deployments": [
-                    {
-                        "name": "Backbone",
-                        "num_replicas": bb.num_replicas,
-                        "max_ongoing_requests": bb.max_ongoing_requests,
-                        "ray_actor_options": {"num_cpus": bb.num_cpus, "num_gpus": bb.num_gpus},
-                        "user_config": {
-                            "max_batch_size": bb.max_batch_size,
-                            "batch_wait_timeout_s": bb.batch_wait_timeout_s,
-                        },
-                    },
-                    {
-                        "name": "VotingEnsemble",
-                        "num_replicas": en.num_replicas,
-                        "max_ongoing_requests": en.max_ongoing_requests,
-                        "ray_actor_options": {"num_cpus": en.num_cpus},
-                        "user_config": {
-                            "max_batch_size": en.max_batch_size,
-                            "batch_wait_timeout_s": en.batch_wait_timeout_s,
-                        },
-                    },
-                    {"name": "Ingress", "ray_actor_options": {"num_cpus": s.ingress_num_cpus}},
+                    {"name": name, **_deployment_options(cfg, name)}
+                    for name in (embedding_deployment(cfg), "VotingEnsemble", "Ingress")
                 ],
             }
         ],
