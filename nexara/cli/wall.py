@@ -74,7 +74,7 @@ def cmd_demo_wall(args: argparse.Namespace) -> int:
     segments = compose_wall_video(
         cells, args.out, rows=2, cols=2, cell_hw=(h, w), fps=args.fps, duration_s=args.seconds
     )
-    sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s ({2 * w}x{2 * h}, {args.fps} fps) to {args.out}\n")
+    sys.stdout.write(f"wrote a 2x2 wall of {args.seconds:.0f} s (cells {w}x{h}, {args.fps} fps) to {args.out}\n")
     for i, segs in enumerate(segments):
         row, col = divmod(i, 2)
         plays = ", ".join(f"{Path(s.path).name} {s.start_s:.1f}-{s.end_s:.1f} s" for s in segs)

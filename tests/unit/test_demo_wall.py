@@ -22,7 +22,7 @@ def test_demo_wall_cells_play_their_own_playlists(
     args = ["demo-wall", str(out), "--seconds", "5", "--cell-size", "160x96", "--fps", "8"]
     assert main([*args, *(a for c in cells for a in c)]) == 0
     info = probe(out)
-    assert (info.width, info.height) == (320, 192) and info.fps == pytest.approx(8)
+    assert (info.width, info.height) == (332, 204) and info.fps == pytest.approx(8)  # 2 cells + 3 borders of 4 px
     text = capsys.readouterr().out
     # the fight cell plays its ordinary clip, then the fight: the printed playlist says where
     assert "cell r1c1: nofi002.mp4 0.0-" in text and "fi034.mp4" in text.split("cell r1c1:")[1]
