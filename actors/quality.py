@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CameraPrecision",
     "DriftStatus",
+    "QualityMonitor",
     "ReferenceStore",
     "ScoreDrift",
     "drift_for_camera",
@@ -268,3 +270,88 @@ def drift_for_camera(
         bins=section.drift_bins,
         on_reference=on_reference,
     )
+
+
+class _ReviewedLog(Protocol):
+    """What :class:`QualityMonitor` reads of the event log (:class:`actors.event_log.EventLog`)."""
+
+    def read(self, camera_id: str | None = ..., *, offset: int = ..., limit: int = ...) -> Sequence[_Event]: ...
+    def reviews(self) -> Sequence[_Review]: ...
+
+
+class QualityMonitor:
+    """The quality of every camera of one source: :meth:`push` each scored window, read :meth:`summary`
+    (for the camera status) and :meth:`gauges` (for :data:`actors.live_metrics.QUALITY_METRICS`).
+    Precision is recomputed from ``log`` at most every ``refresh_s`` (reviews arrive from the console)."""
+
+    def __init__(
+        self,
+        section: QualitySection,
+        *,
+        log: _ReviewedLog | None,
+        store: ReferenceStore | None,
+        model_version: str,
+        refresh_s: float = 30.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.section = section
+        self.log = log
+        self.store = store
+        self.model_version = model_version
+        self.refresh_s = refresh_s
+        self._clock = clock or time.monotonic
+        self._drift: dict[str, ScoreDrift] = {}
+        self._precision: dict[str, CameraPrecision] = {}
+        self._refreshed_at: float | None = None
+        self._lock = threading.Lock()
+
+    def add_camera(self, camera_id: str) -> None:
+        with self._lock:
+            if camera_id not in self._drift:
+                self._drift[camera_id] = drift_for_camera(camera_id, self.section, self.store, self.model_version)
+
+    def push(self, camera_id: str, score: float) -> None:
+        with self._lock:
+            drift = self._drift.get(camera_id)
+        if drift is None:
+            raise InvalidInputError(f"camera {camera_id!r} was not added to the quality monitor")
+        drift.push(score)
+
+    def precision(self, camera_id: str) -> CameraPrecision | None:
+        now = self._clock()
+        with self._lock:
+            due = self._refreshed_at is None or now - self._refreshed_at >= self.refresh_s
+            if due and self.log is not None:
+                events: list[_Event] = []
+                while True:  # the log pages at 10,000 records
+                    page = self.log.read(offset=len(events), limit=10_000)
+                    events.extend(page)
+                    if len(page) < 10_000:
+                        break
+                self._precision = rolling_precision(events, self.log.reviews(), self.section.precision_reviews)
+                self._refreshed_at = now
+            return self._precision.get(camera_id)
+
+    def drift(self, camera_id: str) -> DriftStatus | None:
+        with self._lock:
+            drift = self._drift.get(camera_id)
+        return None if drift is None else drift.status()
+
+    def gauges(self, camera_id: str) -> list[tuple[str, float]]:
+        """(metric, value) of :data:`actors.live_metrics.QUALITY_METRICS` for one camera."""
+        from actors.live_metrics import quality_gauges
+
+        return quality_gauges(self.section, self.precision(camera_id), self.drift(camera_id))
+
+    def summary(self, camera_id: str) -> dict[str, object]:
+        """JSON-ready quality of one camera (the ``quality`` member of its status)."""
+        p, d = self.precision(camera_id), self.drift(camera_id)
+        return {
+            "review_precision": None if p is None else p.precision,
+            "reviews_counted": 0 if p is None else p.reviewed,
+            "precision_warning": False if p is None else p.warning(self.section),
+            "score_psi": None if d is None or d.psi is None else round(d.psi, 4),
+            "drift_warning": False if d is None else d.warning,
+            "drift_reference_windows": 0 if d is None else d.reference_windows,
+            "drift_reference_complete": False if d is None else d.reference_complete,
+        }

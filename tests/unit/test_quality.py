@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from actors.event_log import EventLog
 from actors.live_metrics import QUALITY_METRICS, quality_gauges
 from actors.quality import (
+    QualityMonitor,
     ReferenceStore,
     ScoreDrift,
     drift_for_camera,
@@ -133,3 +134,36 @@ def test_drift_bad_input_and_section_rules(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="drift_min_windows"):
         QualitySection(drift_recent_windows=10, drift_min_windows=20)  # type: ignore[call-arg]
     assert quality_gauges(QualitySection()) == []  # type: ignore[call-arg]
+
+
+def test_monitor_refreshes_precision_from_the_log_and_tracks_drift_per_cell(tmp_path: Path) -> None:
+    now = [0.0]
+    log = EventLog(tmp_path / "events.jsonl")
+    for i in range(3):
+        log.append(make_event(i, camera_id="wall-r0c0"))
+    section = QualitySection(  # type: ignore[call-arg]
+        drift_reference_windows=20, drift_recent_windows=20, drift_min_windows=10, precision_min_reviews=2
+    )
+    mon = QualityMonitor(
+        section, log=log, store=ReferenceStore(tmp_path / "ref"), model_version="v1", refresh_s=30, clock=lambda: now[0]
+    )
+    for cam in ("wall-r0c0", "wall-r0c1"):
+        mon.add_camera(cam)
+    assert mon.summary("wall-r0c0")["review_precision"] is None and mon.gauges("wall-r0c0") == []
+    log.append_review("wall-r0c0-0-0", "dismissed", "op")
+    log.append_review("wall-r0c0-1000-1", "dismissed", "op")
+    assert mon.precision("wall-r0c0") is None  # cached until refresh_s has passed
+    now[0] = 31.0
+    summary = mon.summary("wall-r0c0")
+    assert summary["review_precision"] == 0.0 and summary["reviews_counted"] == 2 and summary["precision_warning"]
+    for _ in range(20):
+        mon.push("wall-r0c1", 0.05)
+    for _ in range(10):
+        mon.push("wall-r0c1", 0.95)  # a cell that suddenly scores high
+    gauges = dict(mon.gauges("wall-r0c1"))
+    assert gauges["nexara_score_drift_warning"] == 1.0 and gauges["nexara_score_psi"] > 0.25
+    assert "nexara_review_precision" not in gauges  # no reviews on this cell
+    assert mon.summary("wall-r0c1")["drift_reference_complete"] is True
+    with pytest.raises(InvalidInputError, match="not added"):
+        mon.push("elsewhere", 0.5)
+    log.close()
