@@ -1,0 +1,249 @@
+"""The model runtime (nexara.runtime): it builds only the backbone the members read, scores a clip model's
+windows on a real clip (one score per window, the clip at the maximum), computes the motion statistics as
+training did, refuses an incompatible manifest at load and bad inputs with a clear error.
+
+Real clips, real I3D weights (the cache `make setup` fills), small random-weight heads over real feature
+sizes (the heads' values do not matter here, only what the runtime builds and feeds them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from nexara.backbones import ClipSpec, get_spec
+from nexara.backbones.i3d import I3D_KINETICS400
+from nexara.errors import InvalidInputError, MediaError, ModelError
+from nexara.heads import create_head
+from nexara.media import probe, window_indices
+from nexara.model_manifest import (
+    MANIFEST_FILE,
+    ClipPreprocessingEntry,
+    MemberEntry,
+    ModelManifest,
+    MotionEntry,
+    PreprocessingEntry,
+    sha256_file,
+    write_manifest,
+)
+from nexara.motion import MOTION_DIM, MOTION_VERSION, MotionSpec, clip_motion
+from nexara.runtime import ModelRuntime
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+# a small I3D recipe (T=8 at 112 px) keeps a CPU test to seconds; the runtime takes any recipe the manifest records
+SMALL_CLIP = ClipSpec(num_frames=8, window_s=2.0, short_side_px=128, crop_px=112)
+
+
+def _member(folder: Path, name: str, input_: str, dim: int, seed: int) -> MemberEntry:
+    torch.manual_seed(seed)
+    head = create_head("probe", dim, hidden=0)
+    with torch.no_grad():  # random standardisation statistics, so the probability varies with the input
+        head.standardise.running_mean.normal_()
+        head.standardise.running_var.uniform_(0.5, 2.0)
+    path = folder / f"{name}.pt"
+    torch.save(head.state_dict(), path)
+    return MemberEntry(
+        name=name, head_config=head.config, weights_file=path.name, sha256=sha256_file(path), input=input_
+    )
+
+
+def _write_model(folder: Path, *, clip: ClipSpec | None, inputs: tuple[str, ...]) -> Path:
+    """A model folder: one random probe per input (appearance on I3D windows or Lite0 frames, motion)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone, dim = (I3D_KINETICS400, 1024) if clip is not None else ("efficientnet_lite0", 1280)
+    frame = clip.frame_spec() if clip is not None else get_spec(backbone)
+    motion = MotionSpec()
+    members = [
+        _member(folder, f"m_{inp}", inp, dim if inp == "appearance" else MOTION_DIM, seed)
+        for seed, inp in enumerate(inputs)
+    ]
+    manifest = ModelManifest(
+        version="test-runtime-1",
+        created_utc="2026-11-25T00:00:00+00:00",
+        backbone=backbone,
+        preprocessing=PreprocessingEntry(**frame.to_dict(), hash=frame.hash()),
+        frames_per_clip=clip.num_frames if clip is not None else 16,
+        feature_dim=dim,
+        motion=MotionEntry(version=MOTION_VERSION, hash=motion.hash(), dim=MOTION_DIM),
+        clip=None if clip is None else ClipPreprocessingEntry.from_spec(clip),
+        members=members,
+        weights=[1 / len(members)] * len(members),
+        temperature=1.0,
+        threshold=0.5,
+    )
+    write_manifest(manifest, folder)
+    return folder
+
+
+def _edit_manifest(folder: Path, **changes: Any) -> None:
+    path = folder / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][field] = value
+        else:
+            data[section] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def fight_clip(shared_clips: Path) -> str:
+    return str(shared_clips / "fight" / "fi063.mp4")  # 4.7 s: three 2-s windows at a 1-s hop
+
+
+@pytest.fixture(scope="module")
+def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_model(tmp_path_factory.mktemp("clipmodel"), clip=SMALL_CLIP, inputs=("appearance", "motion"))
+
+
+def _no_cnn(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("a backbone was built for a model none of whose members reads it")
+
+    monkeypatch.setattr("nexara.backbones.create_backbone", refuse)
+    monkeypatch.setattr("nexara.backbones.create_clip_backbone", refuse)
+
+
+def test_motion_only_model_builds_no_backbone(fight_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_cnn(monkeypatch)
+    rt = ModelRuntime.from_manifest(device="cpu")  # the shipped model: every member reads "motion"
+    assert rt.reads == {"motion"}
+    scored = rt.predict(fight_clip)
+    assert rt.built == ()
+    v = scored.verdict()
+    assert 0.0 <= v["violence_probability"] <= 1.0 and set(v["members"]) == {m.name for m in rt.manifest.members}
+    # the whole clip's statistics are clip_motion's (what training stored), bit for bit
+    np.testing.assert_array_equal(rt.decode(fight_clip).motion[0], clip_motion(fight_clip))
+    info = probe(fight_clip)
+    assert scored.duration_s == pytest.approx(info.duration_s)
+    assert abs(scored.frames_used - info.duration_s * rt.motion_spec.fps) <= 2  # frames at the motion rate
+    # the live path's frame requests cost nothing: zero-width features, still nothing built
+    assert rt.embed_frames(np.zeros((3, 224, 224, 3), np.uint8)).shape == (3, 0)
+    assert rt.built == ()
+
+
+def test_motion_only_predict_imports_no_cnn_library(fight_clip: str) -> None:
+    code = (
+        "import sys; from nexara.predict import Predictor; "
+        f"r = Predictor(device='cpu').predict_source({fight_clip!r}); assert 'error' not in r, r; "
+        "print(sorted(m for m in ('torchvision', 'timm', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_frame_model_builds_the_frame_backbone_only_when_used(fight_clip: str, tmp_path: Path) -> None:
+    rt = ModelRuntime.from_manifest(_write_model(tmp_path, clip=None, inputs=("appearance",)), device="cpu")
+    assert rt.reads == {"frame"} and rt.built == ()
+    scored = rt.predict(fight_clip)
+    assert rt.built == ("frame_backbone",)
+    assert scored.frames_used == 16 and len(scored.windows) == 1
+
+
+def test_clip_model_scores_each_window_of_a_real_clip(clip_model: Path, fight_clip: str) -> None:
+    rt = ModelRuntime.from_manifest(clip_model, device="cpu")
+    assert rt.reads == {"clip", "motion"} and rt.built == ()
+    scored = rt.predict(fight_clip)
+    assert rt.built == ("clip_backbone",)
+    info = probe(fight_clip)
+    _, bounds = window_indices(
+        info.frame_count, info.fps, window_s=SMALL_CLIP.window_s, hop_s=rt.decoder.window_hop_s, num_frames=8
+    )
+    assert len(scored.windows) == len(bounds) >= 2  # several windows, one score each
+    np.testing.assert_allclose(scored.start_s, bounds[:, 0] / info.fps)
+    probs = scored.windows.probability
+    assert scored.verdict()["violence_probability"] == pytest.approx(round(float(probs.max()), 6))
+    assert scored.frames_used > len(bounds) * SMALL_CLIP.num_frames  # window frames plus motion frames
+
+    # each window carries the statistics of its own time span, not the whole clip's
+    decoded = rt.decode(fight_clip)
+    assert decoded.windows is not None and decoded.windows.shape[:2] == (len(bounds), 8)
+    assert decoded.motion is not None and decoded.motion.shape == (len(bounds), MOTION_DIM)
+    assert not np.allclose(decoded.motion[0], decoded.motion[-1])
+    assert not np.allclose(decoded.motion[0], clip_motion(fight_clip))
+
+    # the stages apart (as the Serve app runs them) give the same scores
+    feats = rt.embed_windows(decoded.windows)
+    assert feats.per_time.shape[0] == len(bounds) and feats.pooled.shape == (len(bounds), 1024)
+    apart = rt.score(feats.per_time, decoded.motion)
+    np.testing.assert_allclose(apart.probability, probs, atol=1e-5)
+
+
+def test_clip_model_through_nexara_predict(clip_model: Path, fight_clip: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "nexara.cli", "predict", fight_clip, "--model", str(clip_model), "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["model_version"] == "test-runtime-1" and set(rec["members"]) == {"m_appearance", "m_motion"}
+
+
+def test_mismatched_clip_spec_fails_at_load(clip_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in clip_model.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    _edit_manifest(folder, clip__num_frames=16, frames_per_clip=16)  # recipe edited, its hash left as it was
+    with pytest.raises(ModelError, match=r"records clip spec hash .* but its fields hash to"):
+        ModelRuntime.from_manifest(folder, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"clip": None}, "is a clip backbone but the manifest records no clip spec"),
+        ({"feature_dim": 512}, "trained on 512-d features, backbone i3d_kinetics400 gives 1024"),
+        ({"backbone": "efficientnet_lite0"}, "records a clip spec but efficientnet_lite0 is a frame backbone"),
+    ],
+)
+def test_incompatible_backbone_fails_at_load(
+    clip_model: Path, tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in clip_model.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    _edit_manifest(folder, **changes)
+    with pytest.raises(ModelError, match=message):
+        ModelRuntime.from_manifest(folder, device="cpu")
+
+
+def test_bad_inputs_are_named(tmp_path: Path) -> None:
+    rt = ModelRuntime.from_manifest(device="cpu")
+    with pytest.raises(InvalidInputError, match="reads motion statistics; none given"):
+        rt.score(np.zeros((1, 16, 1280), np.float32), None)
+    with pytest.raises(InvalidInputError, match=r"expected motion input \(N, 1215\), got \(2, 7\)"):
+        rt.score(None, np.zeros((2, 7), np.float32))
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
+        rt.score(None, np.full((1, MOTION_DIM), np.nan, np.float32))
+    with pytest.raises(InvalidInputError, match=r"expected \(n, 224, 224, 3\) uint8 frames"):
+        rt.embed_frames(np.zeros((2, 224, 224, 3), np.float32))
+    scores = rt.score(None, np.zeros((3, MOTION_DIM), np.float32))  # appearance: no member reads it
+    assert len(scores) == 3 and len(scores.verdicts()) == 3
+    with pytest.raises(ModelError, match="reads no clip backbone features"):
+        rt.embed_windows(np.zeros((1, 8, 112, 112, 3), np.uint8))
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    with pytest.raises(MediaError):
+        rt.predict(str(not_video))
+
+
+def test_wrong_window_length_is_refused(clip_model: Path) -> None:
+    rt = ModelRuntime.from_manifest(clip_model, device="cpu")
+    with pytest.raises(InvalidInputError, match=r"expected \(n, 8, H, W, 3\) uint8 windows \(T=8"):
+        rt.embed_windows(np.zeros((1, 16, 128, 128, 3), np.uint8))
+    assert rt.built == ()
