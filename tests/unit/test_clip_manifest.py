@@ -95,3 +95,26 @@ def test_a_clip_spec_edited_by_hand_fails_at_load(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ModelError, match="frames_per_clip 16 differs from the clip spec's 32"):
         read_manifest(tmp_path)
+
+
+def test_window_fields_round_trip_and_belong_to_clip_models(tmp_path: Path) -> None:
+    manifest = _clip_manifest(tmp_path).model_copy(update={"window_hop_s": 0.5, "clip_aggregation": "mean"})
+    write_manifest(manifest, tmp_path)
+    back = read_manifest(tmp_path)
+    assert back.window_hop_s == 0.5 and back.clip_aggregation == "mean"
+    assert feature_config(back).clip_aggregation == "mean"
+    assert feature_config(read_manifest(DEFAULT_MODEL_DIR)).clip_aggregation == "max"  # the default rule
+    path = tmp_path / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["clip_aggregation"] = "median"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="clip_aggregation"):
+        read_manifest(tmp_path)
+    frame = json.loads((DEFAULT_MODEL_DIR / MANIFEST_FILE).read_text())
+    frame["window_hop_s"] = 1.0  # a frame model was not trained on windows
+    (tmp_path / "frame").mkdir()
+    for m in frame["members"]:
+        shutil.copy(DEFAULT_MODEL_DIR / m["weights_file"], tmp_path / "frame" / m["weights_file"])
+    (tmp_path / "frame" / MANIFEST_FILE).write_text(json.dumps(frame))
+    with pytest.raises(ModelError, match="belong to a model on a clip backbone"):
+        read_manifest(tmp_path / "frame")
