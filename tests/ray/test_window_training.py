@@ -58,7 +58,7 @@ def test_evaluate_and_train_on_windows(tmp_path: Path, capsys: pytest.CaptureFix
                 "train",
                 str(features),
                 "--cv",
-                "3",
+                "2",
                 "--out",
                 str(model_dir),
                 "--version",
