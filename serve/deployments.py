@@ -24,20 +24,18 @@ logger = logging.getLogger("ray.serve")
 
 
 def _frame_count(items: list[np.ndarray]) -> int:
-    """Size of a backbone batch in frames (``max_batch_size`` counts frames, not requests): a window of T
-    frames counts T."""
-    return sum(int(np.prod(x.shape[:2])) if x.ndim == 5 else len(x) for x in items)
+    """Size of a backbone batch in frames (``max_batch_size`` counts frames, not requests)."""
+    return sum(len(x) for x in items)
 
 
 @serve.deployment(name="Backbone")
 class BackboneDeployment:
-    """One backbone for every camera: ``@serve.batch`` gathers the requests of all stream actors.
+    """One frame CNN for every camera: ``@serve.batch`` gathers the frame requests of all stream actors.
 
-    A request is ``(n, H, W, 3)`` uint8 frames at the model input size for a model on a frame backbone
-    (the reply: ``(n, D)`` float16 features), or ``(n, T, H, W, 3)`` uint8 windows of the manifest's clip
-    spec for a model on a clip backbone (the reply: per-time features ``(n, T', D)`` float16). Frames go to
-    the device as uint8 and become float there (autocast on GPU). A model none of whose members reads
-    backbone features builds no CNN: frame requests get ``(n, 0)`` features.
+    A request is ``(n, H, W, 3)`` uint8 frames at the model input size; the reply is ``(n, D)`` float16
+    features. Frames go to the device as uint8 and become float there (autocast on GPU). A model none of
+    whose members reads frame features builds no CNN: its requests get ``(n, 0)`` features. (A model on a
+    clip backbone is served by ``ClipBackbone``, :mod:`serve.clip_deployment`.)
 
     ``max_batch_size`` counts *frames* per forward pass: requests are gathered until the next one would
     pass it, and a request larger than it is split. On CPU a small batch is fastest (the batch-size
@@ -61,12 +59,9 @@ class BackboneDeployment:
         self.runtime = ModelRuntime.from_manifest(model_dir, device=device, weights=weights)
         self.manifest = self.runtime.manifest
         self.device = self.runtime.device
-        # build what the members read now: a missing weights file fails the deployment, not a request
-        if self.runtime.reads_frames:
-            _ = self.runtime.frame_backbone
-        if self.runtime.reads_windows:
-            _ = self.runtime.clip_backbone
-        self.feature_dim = self.manifest.feature_dim if self.runtime.reads & {"frame", "clip"} else 0
+        if self.runtime.reads_frames:  # built now: a missing weights file fails the deployment, not a request
+            self.runtime.frame_backbone  # noqa: B018
+        self.feature_dim = self.manifest.feature_dim if self.runtime.reads_frames else 0
         self._batches = 0
         self._frames = 0
         self._requests = 0
@@ -84,10 +79,8 @@ class BackboneDeployment:
         self._max_batch_size, self._batch_wait_timeout_s = size, wait  # Serve's getters are private
         logger.info("backbone batching: max_batch_size=%d batch_wait_timeout_s=%.3f", size, wait)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        if self.runtime.reads_windows:
-            return self.runtime.embed_windows(x).per_time.astype(np.float16)
-        return self.runtime.embed_frames(x).astype(np.float16)
+    def _forward(self, frames: np.ndarray) -> np.ndarray:
+        return self.runtime.embed_frames(frames).astype(np.float16)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_frame_count)
     async def embed(self, requests: list[np.ndarray]) -> list[np.ndarray]:
@@ -98,25 +91,18 @@ class BackboneDeployment:
         self._busy_s += time.perf_counter() - t0
         self._batches += 1
         self._requests += len(requests)
-        frames = _frame_count([stacked])
-        self._frames += frames
-        self._max_batch_frames = max(self._max_batch_frames, frames)
+        self._frames += len(stacked)
+        self._max_batch_frames = max(self._max_batch_frames, len(stacked))
         self._max_batch_requests = max(self._max_batch_requests, len(requests))
-        self._recent_batches.append(frames)
+        self._recent_batches.append(len(stacked))
         return list(np.split(feats, np.cumsum(sizes)[:-1]))
 
     async def __call__(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
         # checked here, before batching: a bad request fails alone, not the batch it would have joined
-        if self.runtime.reads_windows:
-            self.runtime.check_windows(frames)
-            per_request = frames.shape[1]
-        else:
-            self.runtime.check_frames(frames)
-            per_request = 1
+        frames = self.runtime.check_frames(frames)
         if len(frames) == 0:
             return self._forward(frames)
-        step = max(1, self._max_batch_size // per_request)
+        step = self._max_batch_size
         if len(frames) <= step:
             return await self.embed(frames)
         parts = await asyncio.gather(*(self.embed(frames[i : i + step]) for i in range(0, len(frames), step)))

@@ -212,11 +212,11 @@ class Ingress(ConsoleRoutes):
         decoded = await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.decoder.decode(body, timeout_s=self.cfg.media.read_timeout_s)
         )
-        feats = None  # the backbone deployment embeds what the members read: frames or windows
+        feats = None  # the embedding deployment (Backbone: frames, ClipBackbone: one window a request)
         if decoded.frames is not None:
             feats = np.asarray(await self.backbone.remote(decoded.frames))[None]
         elif decoded.windows is not None:
-            feats = np.asarray(await self.backbone.remote(decoded.windows))
+            feats = np.stack(await asyncio.gather(*(self.backbone.remote(w) for w in decoded.windows)))
         verdict = await self.ensemble.score_clip.remote(feats, decoded.motion)
         return clip_record(
             name,
