@@ -32,8 +32,8 @@ __all__ = ["CellClipEncoder", "CropBox", "encode_cell_clip"]
 #: (x0, y0, x1, y1) in pixels of the decoded wall frame, x1/y1 exclusive
 CropBox = tuple[int, int, int, int]
 ENCODER = "libx264"
-#: veryfast: 10 s of a 640x360 cell encodes in well under a second on one core; crf 23 is x264's default
-_ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
+#: veryfast on one thread (the encode shares the CPUs with live scoring); crf 23 is x264's default
+_ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23", "threads": "1"}
 
 
 def check_box(box: object) -> CropBox:
