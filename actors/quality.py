@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CameraPrecision",
+    "CameraQuality",
     "DriftStatus",
     "QualityMonitor",
     "ReferenceStore",
@@ -132,6 +133,19 @@ class DriftStatus:
     recent_windows: int
     reference_windows: int
     reference_complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CameraQuality:
+    """What a camera's status shows of its quality (:meth:`QualityMonitor.summary`)."""
+
+    review_precision: float | None
+    reviews_counted: int
+    precision_warning: bool
+    score_psi: float | None
+    drift_warning: bool
+    drift_reference_windows: int
+    drift_reference_complete: bool
 
 
 class ReferenceStore:
@@ -343,15 +357,15 @@ class QualityMonitor:
 
         return quality_gauges(self.section, self.precision(camera_id), self.drift(camera_id))
 
-    def summary(self, camera_id: str) -> dict[str, object]:
-        """JSON-ready quality of one camera (the ``quality`` member of its status)."""
+    def summary(self, camera_id: str) -> CameraQuality:
+        """The quality of one camera for its status (``GET /v1/cameras/{id}``)."""
         p, d = self.precision(camera_id), self.drift(camera_id)
-        return {
-            "review_precision": None if p is None else p.precision,
-            "reviews_counted": 0 if p is None else p.reviewed,
-            "precision_warning": False if p is None else p.warning(self.section),
-            "score_psi": None if d is None or d.psi is None else round(d.psi, 4),
-            "drift_warning": False if d is None else d.warning,
-            "drift_reference_windows": 0 if d is None else d.reference_windows,
-            "drift_reference_complete": False if d is None else d.reference_complete,
-        }
+        return CameraQuality(
+            review_precision=None if p is None else p.precision,
+            reviews_counted=0 if p is None else p.reviewed,
+            precision_warning=False if p is None else p.warning(self.section),
+            score_psi=None if d is None or d.psi is None else round(d.psi, 4),
+            drift_warning=False if d is None else d.warning,
+            drift_reference_windows=0 if d is None else d.reference_windows,
+            drift_reference_complete=False if d is None else d.reference_complete,
+        )

@@ -149,13 +149,13 @@ def test_monitor_refreshes_precision_from_the_log_and_tracks_drift_per_cell(tmp_
     )
     for cam in ("wall-r0c0", "wall-r0c1"):
         mon.add_camera(cam)
-    assert mon.summary("wall-r0c0")["review_precision"] is None and mon.gauges("wall-r0c0") == []
+    assert mon.summary("wall-r0c0").review_precision is None and mon.gauges("wall-r0c0") == []
     log.append_review("wall-r0c0-0-0", "dismissed", "op")
     log.append_review("wall-r0c0-1000-1", "dismissed", "op")
     assert mon.precision("wall-r0c0") is None  # cached until refresh_s has passed
     now[0] = 31.0
     summary = mon.summary("wall-r0c0")
-    assert summary["review_precision"] == 0.0 and summary["reviews_counted"] == 2 and summary["precision_warning"]
+    assert summary.review_precision == 0.0 and summary.reviews_counted == 2 and summary.precision_warning
     for _ in range(20):
         mon.push("wall-r0c1", 0.05)
     for _ in range(10):
@@ -163,7 +163,7 @@ def test_monitor_refreshes_precision_from_the_log_and_tracks_drift_per_cell(tmp_
     gauges = dict(mon.gauges("wall-r0c1"))
     assert gauges["nexara_score_drift_warning"] == 1.0 and gauges["nexara_score_psi"] > 0.25
     assert "nexara_review_precision" not in gauges  # no reviews on this cell
-    assert mon.summary("wall-r0c1")["drift_reference_complete"] is True
+    assert mon.summary("wall-r0c1").drift_reference_complete
     with pytest.raises(InvalidInputError, match="not added"):
         mon.push("elsewhere", 0.5)
     log.close()
