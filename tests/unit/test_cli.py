@@ -23,6 +23,7 @@ COMMANDS = {
     "grid": ["detect"],
     "demo-wall": [],
     "grafana": ["dashboard"],
+    "users": ["add", "list"],
 }
 
 
