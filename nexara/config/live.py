@@ -3,6 +3,7 @@ app and the sinks; and :class:`ResolvedCamera`, what one source's live path rece
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -386,8 +387,8 @@ class ConsoleConfig(Frozen):
     enabled: bool = Field(True, description="Serve the console at /ui/ and its session API at /ui/api/.")
     users_file: str = Field(
         "users.json",
-        description="Users file written by `nexara users add` (relative paths: from the working folder; "
-        "give an absolute path on a cluster).",
+        description="Users file written by `nexara users add`; a relative path is made absolute against the "
+        "working folder where the config is loaded (the ingress replica runs elsewhere).",
     )
     session_ttl_s: float = Field(8 * 3600.0, ge=60, le=30 * 86_400, description="Sign-in session lifetime.")
     login_max_failures: int = Field(
@@ -395,6 +396,14 @@ class ConsoleConfig(Frozen):
     )
     login_window_s: float = Field(60.0, gt=0, le=86_400, description="Window the failed sign-ins are counted over.")
     secure_cookie: bool = Field(False, description="Mark the session cookie Secure (set it behind an HTTPS proxy).")
+
+    @model_validator(mode="after")
+    def _absolute_users_file(self) -> ConsoleConfig:
+        # the ingress replica's working folder is Ray's, not the one `nexara serve` ran in
+        path = os.path.abspath(os.path.expanduser(self.users_file))
+        if path != self.users_file:
+            object.__setattr__(self, "users_file", path)
+        return self
 
 
 class ServeSection(Model):
