@@ -23,11 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_WINDOW_HOP_S", "ClipDecoder", "DecodedClip", "Input", "model_reads"]
 
 Input = Literal["frame", "clip", "motion"]
-#: the hop between windows when the manifest records none: ``features.window_hop_s``'s default, the hop
-#: the window store is cut with unless configured otherwise
+#: the hop between windows when a clip model's manifest records none (made before it did):
+#: ``features.window_hop_s``'s default
 DEFAULT_WINDOW_HOP_S = 1.0
-# a gray frame belongs to a window when its time lies in [start_s, end_s); float slack for the edges
-_EDGE_S = 1e-3
 
 
 def model_reads(manifest: ModelManifest) -> frozenset[Input]:
@@ -48,7 +46,8 @@ class DecodedClip:
     a clip backbone) or one row for the whole clip. ``frames`` ``(T, H, W, 3)`` uint8 for a frame backbone,
     ``windows`` ``(W, T, H, W, 3)`` uint8 for a clip backbone (None where not read); ``motion`` ``(rows, K)``
     float32 where read; ``start_s``/``end_s`` ``(rows,)`` each row's span; ``frames_used``: the frames the
-    model reads (sampled frames, window frames and motion frames)."""
+    backbone reads (T sampled frames, or W windows x T), or for a model that reads only motion statistics
+    the frames they were computed from."""
 
     frames: np.ndarray | None
     windows: np.ndarray | None
@@ -66,26 +65,24 @@ class DecodedClip:
 class ClipDecoder:
     """Decodes finite clips for one model: built from its manifest (checked by :func:`feature_config`)."""
 
-    def __init__(self, manifest: ModelManifest, fc: FeatureConfig | None = None) -> None:
+    def __init__(self, manifest: ModelManifest) -> None:
         self.manifest = manifest
         #: how this model's inputs are computed (motion and clip specs checked against this build)
-        self.feature_config = fc or feature_config(manifest)
+        self.feature_config: FeatureConfig = feature_config(manifest)
         #: the inputs the members read: a subset of {"frame", "clip", "motion"}
         self.reads = model_reads(manifest)
-        self.window_hop_s = float(getattr(manifest, "window_hop_s", None) or DEFAULT_WINDOW_HOP_S)
+        self.window_hop_s = float(manifest.window_hop_s or DEFAULT_WINDOW_HOP_S)
 
     def decode(self, source: Source, *, timeout_s: float = 10.0) -> DecodedClip:
         """A finite video (path, URL or bytes) decoded as the model was trained: sampled frames (frame
         backbone), windows (clip backbone), the motion statistics of the clip or of each window. Unreadable
         input raises a :class:`~nexara.errors.MediaError`."""
         from nexara.media import probe, sample_clip, sample_windows
+        from nexara.motion import clip_motion, motion_from_gray, window_motion
 
         fc = self.feature_config
-        motion = grays = times = None
-        if fc.motion is not None:
-            grays, times = _gray_frames(source, fc.motion, timeout_s)
-        motion_frames = 0 if grays is None else len(grays)
-        if "clip" in self.reads and fc.clip is not None:
+        motion = None
+        if fc.clip is not None:  # trained on windows: cut them (a motion-only member reads their flow statistics)
             spec = fc.clip
             w = sample_windows(
                 source,
@@ -96,30 +93,30 @@ class ClipDecoder:
                 resize=spec.crop,
                 timeout_s=timeout_s,
             )
-            if fc.motion is not None and grays is not None and times is not None:
-                motion = _window_motion(grays, times, w.start_s, w.end_s, fc.motion)
-            used = int(w.frames.shape[0] * w.frames.shape[1]) + motion_frames
-            return DecodedClip(None, w.frames, motion, w.start_s, w.end_s, used, w.info.duration_s)
-        frames = None
+            if fc.motion is not None:
+                bounds = list(zip(w.start_s.tolist(), w.end_s.tolist(), strict=True))
+                motion = window_motion(source, bounds, spec=fc.motion, timeout_s=timeout_s)
+            used = int(w.frames.shape[0] * w.frames.shape[1])
+            windows = w.frames if "clip" in self.reads else None
+            return DecodedClip(None, windows, motion, w.start_s, w.end_s, used, w.info.duration_s)
+        frames, used, duration = None, 0, None
         if "frame" in self.reads:
             clip = sample_clip(
                 source, num_frames=fc.frames_per_clip, size_hw=fc.size_hw, resize=fc.resize, timeout_s=timeout_s
             )
-            frames, duration = clip.frames, clip.info.duration_s
-        else:  # motion only: the container's duration, no frame decoded for it
+            frames, used, duration = clip.frames, len(clip.frames), clip.info.duration_s
+        if fc.motion is not None and frames is not None:
+            motion = clip_motion(source, spec=fc.motion, timeout_s=timeout_s)[None]
+        elif fc.motion is not None:  # motion only: no frame decoded for a backbone; the container's duration
+            grays, times = _gray_frames(source, fc.motion, timeout_s)
+            motion, used = motion_from_gray(grays, times, fc.motion)[None], len(grays)
             duration = probe(source, timeout_s=timeout_s).duration_s
-        if fc.motion is not None and grays is not None and times is not None:
-            from nexara.motion import motion_from_gray
-
-            motion = motion_from_gray(grays, times, fc.motion)[None]
-        end_s = float(duration) if duration else (float(times[-1]) if times is not None and len(times) else 0.0)
-        used = (0 if frames is None else len(frames)) + motion_frames
-        return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([end_s]), used, duration)
+        return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([float(duration or 0.0)]), used, duration)
 
 
 def _gray_frames(source: Source, spec: MotionSpec, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Gray frames ``(N, H, W)`` uint8 at ``spec.fps``/``spec.size_hw`` and their times, decoded exactly as
-    :func:`nexara.motion.clip_motion` decodes them (so a whole clip's statistics are its, bit for bit)."""
+    :func:`nexara.motion.clip_motion` decodes them (its statistics, bit for bit, and how many frames)."""
     import cv2
 
     from nexara.media import iter_frames
@@ -134,16 +131,3 @@ def _gray_frames(source: Source, spec: MotionSpec, timeout_s: float) -> tuple[np
     h, w = spec.size_hw
     stack = np.stack(grays) if grays else np.zeros((0, h, w), dtype=np.uint8)
     return stack, np.asarray(times, dtype=np.float64)
-
-
-def _window_motion(
-    grays: np.ndarray, times_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, spec: MotionSpec
-) -> np.ndarray:
-    """``(W, K)``: the statistics of the gray frames whose time lies in each window's [start_s, end_s)."""
-    from nexara.motion import motion_from_gray
-
-    rows = []
-    for a, b in zip(start_s, end_s, strict=True):
-        keep = (times_s >= a - _EDGE_S) & (times_s < b - _EDGE_S)
-        rows.append(motion_from_gray(grays[keep], times_s[keep], spec))
-    return np.stack(rows).astype(np.float32)

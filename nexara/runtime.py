@@ -71,8 +71,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Aggregation = Literal["max", "mean"]
-#: when the manifest records none: a clip scores as its most violent window
-DEFAULT_AGGREGATION: Aggregation = "max"
 
 
 def resolve_device(device: str) -> str:
@@ -230,9 +228,8 @@ class ModelRuntime:
         self.feature_config: FeatureConfig = self.decoder.feature_config
         #: the inputs the members read: a subset of {"frame", "clip", "motion"}
         self.reads: frozenset[Input] = self.decoder.reads
-        self.aggregation: Aggregation = getattr(self.manifest, "clip_aggregation", None) or DEFAULT_AGGREGATION
-        if self.aggregation not in ("max", "mean"):
-            raise ModelError(f"model {self.manifest.version}: unknown clip_aggregation {self.aggregation!r}")
+        #: how a clip's score is made of its windows' (the manifest's ``clip_aggregation``, default max)
+        self.aggregation: Aggregation = self.feature_config.clip_aggregation
         if self.reads & {"frame", "clip"}:
             self._check_backbone()
         self._frame_backbone: Backbone | None = None

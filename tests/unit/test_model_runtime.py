@@ -32,7 +32,7 @@ from nexara.model_manifest import (
     sha256_file,
     write_manifest,
 )
-from nexara.motion import MOTION_DIM, MOTION_VERSION, MotionSpec, clip_motion
+from nexara.motion import MOTION_DIM, MOTION_VERSION, MotionSpec, clip_motion, window_motion
 from nexara.runtime import ModelRuntime
 
 pytestmark = pytest.mark.unit
@@ -93,6 +93,13 @@ def _edit_manifest(folder: Path, **changes: Any) -> None:
         else:
             data[section] = value
     path.write_text(json.dumps(data))
+
+
+def _copy_model(src: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for f in src.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -163,20 +170,35 @@ def test_clip_model_scores_each_window_of_a_real_clip(clip_model: Path, fight_cl
     np.testing.assert_allclose(scored.start_s, bounds[:, 0] / info.fps)
     probs = scored.windows.probability
     assert scored.verdict()["violence_probability"] == pytest.approx(round(float(probs.max()), 6))
-    assert scored.frames_used > len(bounds) * SMALL_CLIP.num_frames  # window frames plus motion frames
+    assert scored.frames_used == len(bounds) * SMALL_CLIP.num_frames  # the frames the clip backbone read
 
-    # each window carries the statistics of its own time span, not the whole clip's
+    # each window carries the statistics of its own time span, as the window store computed them
     decoded = rt.decode(fight_clip)
     assert decoded.windows is not None and decoded.windows.shape[:2] == (len(bounds), 8)
-    assert decoded.motion is not None and decoded.motion.shape == (len(bounds), MOTION_DIM)
+    spans = list(zip(decoded.start_s.tolist(), decoded.end_s.tolist(), strict=True))
+    np.testing.assert_array_equal(decoded.motion, window_motion(fight_clip, spans))
     assert not np.allclose(decoded.motion[0], decoded.motion[-1])
-    assert not np.allclose(decoded.motion[0], clip_motion(fight_clip))
 
     # the stages apart (as the Serve app runs them) give the same scores
     feats = rt.embed_windows(decoded.windows)
     assert feats.per_time.shape[0] == len(bounds) and feats.pooled.shape == (len(bounds), 1024)
     apart = rt.score(feats.per_time, decoded.motion)
     np.testing.assert_allclose(apart.probability, probs, atol=1e-5)
+
+
+def test_clip_model_hop_and_aggregation_come_from_the_manifest(
+    clip_model: Path, fight_clip: str, tmp_path: Path
+) -> None:
+    folder = _copy_model(clip_model, tmp_path / "m")
+    _edit_manifest(folder, window_hop_s=0.5, clip_aggregation="mean")
+    rt = ModelRuntime.from_manifest(folder, device="cpu")
+    scored = rt.predict(fight_clip)
+    info = probe(fight_clip)
+    _, bounds = window_indices(info.frame_count, info.fps, window_s=2.0, hop_s=0.5, num_frames=8)
+    assert len(scored.windows) == len(bounds) > 3
+    v = scored.verdict()
+    assert v["violence_probability"] == pytest.approx(float(scored.windows.probability.mean()), abs=1e-6)
+    assert v["violent"] == (v["violence_probability"] >= rt.manifest.threshold)
 
 
 def test_clip_model_through_nexara_predict(clip_model: Path, fight_clip: str) -> None:
@@ -193,10 +215,7 @@ def test_clip_model_through_nexara_predict(clip_model: Path, fight_clip: str) ->
 
 
 def test_mismatched_clip_spec_fails_at_load(clip_model: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "m"
-    folder.mkdir()
-    for f in clip_model.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy_model(clip_model, tmp_path / "m")
     _edit_manifest(folder, clip__num_frames=16, frames_per_clip=16)  # recipe edited, its hash left as it was
     with pytest.raises(ModelError, match=r"records clip spec hash .* but its fields hash to"):
         ModelRuntime.from_manifest(folder, device="cpu")
@@ -213,10 +232,7 @@ def test_mismatched_clip_spec_fails_at_load(clip_model: Path, tmp_path: Path) ->
 def test_incompatible_backbone_fails_at_load(
     clip_model: Path, tmp_path: Path, changes: dict[str, Any], message: str
 ) -> None:
-    folder = tmp_path / "m"
-    folder.mkdir()
-    for f in clip_model.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy_model(clip_model, tmp_path / "m")
     _edit_manifest(folder, **changes)
     with pytest.raises(ModelError, match=message):
         ModelRuntime.from_manifest(folder, device="cpu")
