@@ -99,7 +99,7 @@ class LocalHead:
         env.setdefault("RAY_raylet_start_wait_time_s", "180")
         return env
 
-    def start(self, timeout_s: float = 120) -> float:
+    def start(self, timeout_s: float = 240) -> float:
         """Start the head; returns the seconds it took. Raises RuntimeError with Ray's output on failure."""
         cmd = [
             str(venv_bin() / "ray"),
