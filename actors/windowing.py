@@ -241,6 +241,12 @@ class CellWindower:
             self._signal_frames.append(small)
             if len(self._signal_frames) == SIGNAL_SAMPLES:
                 self.signal = cell_signal(list(self._signal_frames))
+        if self.clip is not None:
+            self.clip.push(crop, t)
+            if self._motion_sampler is not None and self.clip.frame_dt > 0:
+                # every source frame comes here: pick motion frames as offline decoding does (half a
+                # source frame of timestamp rounding), not on exact slots
+                self._motion_sampler.tolerance_s = 0.5 * self.clip.frame_dt
         if self.motion is not None and self._motion_sampler is not None and self._motion_sampler.keep(t):
             gray = to_gray(crop, self.motion.spec)
             if self._cuts is not None and self._cuts.is_cut(gray):
@@ -250,7 +256,6 @@ class CellWindower:
             self.frames_analysed += 1
         motion_ready = self.motion is None or len(self.motion) >= self._min_motion_frames
         if self.clip is not None:
-            self.clip.push(crop, t)
             if self.motion is None:
                 self.frames_analysed += 1
             if self.clip.due(t, self.stride_s) and motion_ready:
@@ -286,10 +291,20 @@ class CellWindower:
             t,
             frame_ids=frame_ids,
             frames=frames,
-            motion=self.motion.features() if self.motion is not None else None,
+            motion=self._motion_features(frame_times),
             created_s=time.monotonic(),
             frame_times_s=frame_times,
         )
+
+    def _motion_features(self, frame_times: tuple[float, ...]) -> np.ndarray | None:
+        """The window's motion statistics: the buffered frames, or for a clip model's window only those
+        from its first frame on (as :func:`nexara.motion.window_motion` computes a training window's)."""
+        if self.motion is None:
+            return None
+        if not frame_times:
+            return self.motion.features()
+        n = int(np.count_nonzero(self.motion.times >= frame_times[0] - 1e-6))
+        return self.motion.features(max(n, 1)) if len(self.motion) else self.motion.features()
 
 
 def layout_cells(

@@ -16,7 +16,7 @@ from nexara.backbones.spec import ClipSpec
 from nexara.config import WindowsConfig
 from nexara.errors import InvalidInputError, ModelError
 from nexara.media import sample_windows
-from nexara.motion import MotionSpec
+from nexara.motion import MotionSpec, window_motion
 
 pytestmark = pytest.mark.unit
 
@@ -139,7 +139,7 @@ def test_live_clip_windows_hold_the_frames_offline_sampling_picks(
     shared_clips: Path, clip: str, spec: ClipSpec
 ) -> None:
     path = shared_clips / clip
-    model = LiveModel(spec.num_frames, spec.decode_size_hw, "center_crop", None, spec)
+    model = LiveModel(spec.num_frames, spec.decode_size_hw, "center_crop", MotionSpec(), spec)
     windows = WindowsConfig()  # window_s 2 s, stride_s 1 s (the offline hop here)
     live = _live_clip_windows(path, model, windows)
     offline = sample_windows(
@@ -162,6 +162,14 @@ def test_live_clip_windows_hold_the_frames_offline_sampling_picks(
         assert clip_frames.shape == offline.frames[k].shape == (spec.num_frames, *spec.decode_size_hw, 3)
         diff = np.abs(clip_frames.astype(np.int16) - offline.frames[k].astype(np.int16))
         assert diff.mean() < 1.5 and diff.max() <= 32
+    # the flow statistics of each window: the same motion frames as a training window's (window_motion),
+    # gray frames differing by the same conversion (a near-static scene flips a few histogram bins:
+    # correlation 0.95 there, 0.9999 on fi063)
+    trained = window_motion(path, list(zip(offline.start_s, offline.end_s, strict=True)))
+    for window, vector in zip(live, trained, strict=True):
+        assert window.motion is not None
+        assert np.corrcoef(window.motion, vector)[0, 1] > 0.9
+        assert np.median(np.abs(window.motion - vector) / (np.abs(vector) + 1e-3)) < 0.05
 
 
 def test_clip_model_refuses_another_window_length() -> None:
