@@ -72,31 +72,47 @@ def write_video(frames: Iterable[np.ndarray], out_path: str | Path, *, fps: int,
     return n
 
 
-def _clip_frames(path: str, size_hw: tuple[int, int], fps: int) -> list[np.ndarray]:
-    with iter_frames(path, fps=fps, size_hw=size_hw, resize="squash") as frames:
-        return [f.rgb for f in frames]
+class _Playlist:
+    """Frames of clips played back to back (decoded one clip at a time, so memory stays at one frame),
+    looped when asked for more frames than the clips hold; records where each clip landed as it plays."""
 
+    def __init__(self, paths: Sequence[str], size_hw: tuple[int, int], fps: int) -> None:
+        if not paths:
+            raise ValueError("a playlist needs at least one clip")
+        self.paths = [str(p) for p in paths]
+        self.size_hw = size_hw
+        self.fps = fps
+        self.segments: list[Segment] = []
 
-def _sequence(paths: Sequence[str], size_hw: tuple[int, int], fps: int) -> tuple[list[np.ndarray], list[Segment]]:
-    frames: list[np.ndarray] = []
-    segments: list[Segment] = []
-    for p in paths:
-        clip = _clip_frames(str(p), size_hw, fps)
-        if not clip:
-            raise ValueError(f"{p}: no frames decoded")
-        start = len(frames) / fps
-        frames.extend(clip)
-        segments.append(Segment(str(p), start, len(frames) / fps))
-    return frames, segments
+    def frames(self, total: int | None = None) -> Iterator[np.ndarray]:
+        """Every clip once (``total`` None), or exactly ``total`` frames, looping the playlist."""
+        n = 0
+        while True:
+            for p in self.paths:
+                start = n
+                with iter_frames(p, fps=self.fps, size_hw=self.size_hw, resize="squash") as clip:
+                    for f in clip:
+                        if total is not None and n >= total:
+                            break
+                        yield f.rgb
+                        n += 1
+                if n == start and (total is None or n < total):
+                    raise ValueError(f"{p}: no frames decoded")
+                if n > start:
+                    self.segments.append(Segment(p, start / self.fps, n / self.fps))
+                if total is not None and n >= total:
+                    return
+            if total is None:
+                return
 
 
 def concat_clips(
     paths: Sequence[str | Path], out_path: str | Path, *, size_hw: tuple[int, int] = (240, 320), fps: int = 10
 ) -> list[Segment]:
     """One stream of the clips back to back (resized to ``size_hw``, resampled to ``fps``)."""
-    frames, segments = _sequence([str(p) for p in paths], size_hw, fps)
-    write_video(frames, out_path, fps=fps)
-    return segments
+    playlist = _Playlist([str(p) for p in paths], size_hw, fps)
+    write_video(playlist.frames(), out_path, fps=fps)
+    return playlist.segments
 
 
 def compose_wall_video(
@@ -112,26 +128,26 @@ def compose_wall_video(
     gop_s: float = 1.0,
 ) -> list[list[Segment]]:
     """A monitor wall: cell i plays ``cells[i]`` (clips back to back, looped to ``duration_s``; default the
-    longest cell). Returns each cell's segments (repeats included)."""
+    longest cell, from the clips' probed durations). Returns each cell's segments (repeats included)."""
+    from nexara.media import probe
+
     if len(cells) != rows * cols:
         raise ValueError(f"{len(cells)} cell playlists for a {rows}x{cols} wall")
-    seqs = [_sequence([str(p) for p in c], cell_hw, fps) for c in cells]
-    total = round((duration_s or max(len(f) for f, _ in seqs) / fps) * fps)
-    playlists: list[list[Segment]] = []
-    for frames, segs in seqs:
-        loop_s = len(frames) / fps
-        reps = -(-total // len(frames))
-        playlists.append(
-            [Segment(s.path, s.start_s + r * loop_s, s.end_s + r * loop_s) for r in range(reps) for s in segs]
-        )
+    playlists = [_Playlist([str(p) for p in c], cell_hw, fps) for c in cells]
+    if duration_s is None:
+        duration_s = max(sum(probe(p).duration_s for p in pl.paths) for pl in playlists)
+    total = round(duration_s * fps)
+    streams = [pl.frames(total) for pl in playlists]
 
     def walls() -> Iterator[np.ndarray]:
-        for i in range(total):
-            yield compose_wall([f[i % len(f)] for f, _ in seqs], rows, cols, border_px=border_px)
+        for _ in range(total):
+            yield compose_wall([next(s) for s in streams], rows, cols, border_px=border_px)
 
     write_video(walls(), out_path, fps=fps, gop_s=gop_s)
-    end = total / fps
-    return [[s for s in pl if s.start_s < end] for pl in playlists]
+    for stream in streams:  # past its last frame: a playlist records its last clip's segment on the way out
+        for _ in stream:
+            pass
+    return [pl.segments for pl in playlists]
 
 
 def demo_videos() -> list[Path]:
