@@ -132,17 +132,18 @@ def test_sign_in_live_event_clip_plays_dismiss_survives_restart(app: dict[str, A
 
         page.goto(f"{url}/ui/#/wall")
         expect(page.locator(".tile[data-camera='lobby'] svg.spark polyline")).to_have_count(1)
+        # (predicates are functions: the page's CSP forbids evaluating strings)
         # three scores in the sparkline: the tile follows the live status
         spark = "document.querySelector(\".tile[data-camera='lobby'] polyline\")"
-        page.wait_for_function(f"{spark}?.getAttribute('points').split(' ').length >= 3", timeout=120_000)
+        page.wait_for_function(f"() => {spark}?.getAttribute('points').split(' ').length >= 3", timeout=120_000)
         page.screenshot(path=ARTIFACTS / "03-wall.png")
 
         # Events: the incident arrives over server-sent events, with no reload of the page
         page.goto(f"{url}/ui/#/events")
-        page.evaluate("window.__notReloaded = true")
+        page.evaluate("() => { window.__notReloaded = true; }")
         row = page.locator("#event-rows tr.row").first
         expect(row).to_be_visible(timeout=300_000)
-        assert page.evaluate("window.__notReloaded === true")
+        assert page.evaluate("() => window.__notReloaded === true")
         event_id = row.get_attribute("data-event")
         assert event_id
         page.screenshot(path=ARTIFACTS / "04-events.png")
@@ -155,9 +156,9 @@ def test_sign_in_live_event_clip_plays_dismiss_survives_restart(app: dict[str, A
         row.click()
         video = page.locator("#clip")
         expect(video).to_be_visible()
-        page.wait_for_function("document.getElementById('clip').readyState >= 2", timeout=60_000)
-        page.evaluate("document.getElementById('clip').play()")
-        page.wait_for_function("document.getElementById('clip').currentTime > 0.5", timeout=30_000)
+        page.wait_for_function("() => document.getElementById('clip').readyState >= 2", timeout=60_000)
+        page.evaluate("() => document.getElementById('clip').play()")
+        page.wait_for_function("() => document.getElementById('clip').currentTime > 0.5", timeout=30_000)
         frames = page.evaluate(
             """() => new Promise((resolve) => {
                 const v = document.getElementById('clip');
@@ -165,9 +166,14 @@ def test_sign_in_live_event_clip_plays_dismiss_survives_restart(app: dict[str, A
             })"""
         )
         assert frames >= 1
-        size = page.evaluate("(v => [v.videoWidth, v.videoHeight])(document.getElementById('clip'))")
+        size = page.evaluate(
+            "() => [document.getElementById('clip').videoWidth, document.getElementById('clip').videoHeight]"
+        )
         assert size == [320, 240]
         expect(page.locator("#trace polyline.peak")).to_have_count(1)
+        # the page follows the incident live: its end arrives over SSE and the details show it
+        expect(page.locator("#details")).to_contain_text("ended", timeout=120_000)
+        assert page.locator("#trace circle.peak").count() >= 2
         page.screenshot(path=ARTIFACTS / "05-event.png")
 
         page.locator("#review-note").fill("two people hugging, not a fight")
@@ -179,10 +185,10 @@ def test_sign_in_live_event_clip_plays_dismiss_survives_restart(app: dict[str, A
         expect(page.locator("#review-state")).to_contain_text("dismissed by ada", timeout=120_000)
         expect(page.locator("#review-state")).to_contain_text("two people hugging")
         page.goto(f"{url}/ui/#/events")
-        page.locator("#f-review").select_option("dismissed")
-        expect(page.locator(f"#event-rows tr[data-event='{event_id}']")).to_be_visible()
         page.locator("#f-review").select_option("unreviewed")
         expect(page.locator(f"#event-rows tr[data-event='{event_id}']")).to_have_count(0)
+        page.locator("#f-review").select_option("dismissed")
+        expect(page.locator(f"#event-rows tr[data-event='{event_id}']")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "06-events-after-restart.png")
         browser.close()
     reviews = api.get(f"/v1/events/{event_id}/reviews").json()["reviews"]

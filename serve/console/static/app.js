@@ -17,7 +17,7 @@ const main = document.getElementById("main");
 
 function h(tag, attrs, ...children) {
   const el = document.createElementNS(
-    ["svg", "polyline", "line", "text"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml",
+    ["svg", "polyline", "line", "text", "circle"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml",
     tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
@@ -179,7 +179,9 @@ function cellState(source, cell) {
 
 function sparkline(scores) {
   const w = 200, hgt = 40;
-  const pts = scores.map((s, i) => `${(i / (SPARK_POINTS - 1)) * w},${hgt - s * hgt}`).join(" ");
+  // newest score at the right edge; one point per status poll that saw a new window
+  const step = w / (SPARK_POINTS - 1);
+  const pts = scores.map((s, i) => `${w - (scores.length - 1 - i) * step},${hgt - s * hgt}`).join(" ");
   const y = hgt - state.me.enter_threshold * hgt;
   return h("svg", { class: "spark", viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: "none" },
     h("line", { x1: 0, x2: w, y1: y, y2: y }), h("polyline", { points: pts }));
@@ -294,6 +296,8 @@ function traceChart(trace, start) {
   return h("svg", { class: "trace", id: "trace", viewBox: `0 0 ${w} ${hgt}` },
     h("line", { x1: pad, x2: w - pad, y1: thr, y2: thr, stroke: "#555", "stroke-dasharray": "4 4" }),
     h("polyline", { class: "peak", points: line("peak") }), h("polyline", { class: "mean", points: line("mean") }),
+    trace.map((p) => [h("circle", { class: "peak", cx: x(p.at_s), cy: y(p.peak), r: 3 }),
+      h("circle", { class: "mean", cx: x(p.at_s), cy: y(p.mean), r: 3 })]),
     h("text", { x: pad, y: 12 }, "peak (red) and mean (blue) probability over the incident"),
     h("text", { x: pad, y: hgt - 4 }, `${t0.toFixed(1)} s`), h("text", { x: w - pad - 40, y: hgt - 4 }, `${t1.toFixed(1)} s`));
 }
