@@ -194,3 +194,25 @@ def test_clip_windows_follow_the_hot_stride_and_skip_no_frames() -> None:
     w.set_hot(True)
     more = _feed(w, [_noise(rng) for _ in range(20)], t0_s=4.1)
     assert [round(x.end_s, 3) for x in more] == [4.4, 4.9, 5.4, 5.9]
+
+
+def test_live_model_of_a_clip_manifest_cuts_its_windows() -> None:
+    from nexara.backbones.i3d import I3D_KINETICS400, I3D_SPEC
+    from nexara.model_manifest import ClipPreprocessingEntry, read_manifest
+    from nexara.voting import DEFAULT_MODEL_DIR
+
+    base = read_manifest(DEFAULT_MODEL_DIR)
+    frame_model = LiveModel.from_manifest(base)
+    assert frame_model.clip is None and frame_model.reader_fps(2.0) == 10.0  # motion statistics at 10 fps
+    clip_manifest = base.model_copy(
+        update={
+            "backbone": I3D_KINETICS400,
+            "frames_per_clip": I3D_SPEC.num_frames,
+            "feature_dim": 1024,
+            "clip": ClipPreprocessingEntry.from_spec(I3D_SPEC),
+        }
+    )
+    model = LiveModel.from_manifest(clip_manifest)
+    assert model.clip == I3D_SPEC and model.frames_per_window == I3D_SPEC.num_frames
+    assert model.size_hw == I3D_SPEC.decode_size_hw and model.resize == "center_crop"
+    assert model.motion is not None and model.reader_fps(2.0) == CLIP_READER_MAX_FPS
