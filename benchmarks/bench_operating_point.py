@@ -169,6 +169,23 @@ def sweep(table: pa.Table, column: str, window_s: float, hop_s: float) -> list[d
     return results
 
 
+def cascade(table: pa.Table, column: str, member: str, threshold: str) -> pa.Table:
+    """The scores the live cascade gives: the gate member's probability where it is below the gate."""
+    gate = np.asarray(table.column(f"p_{member}").to_pylist())
+    thr = float(threshold)
+    model = np.asarray(table.column(column).to_pylist())
+    gated = gate < thr
+    label = np.asarray(table.column("label").to_pylist())
+    paths = np.asarray(table.column("path").to_pylist())
+    fights = sorted(set(paths[label == 1]))
+    all_gated = sum(bool(gated[paths == f].all()) for f in fights)
+    print(
+        f"cascade {member} < {thr}: gates {gated[label == 0].mean():.1%} of ordinary windows, "
+        f"{gated[label == 1].mean():.1%} of fight windows, every window of {all_gated}/{len(fights)} fight clips"
+    )
+    return table.append_column("p_cascade", pa.array(np.where(gated, gate, model)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "model-v2.yaml")
@@ -177,6 +194,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "v2" / "operating_point")
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--score", default="p", help="column to replay: p (ensemble) or p_<member>")
+    ap.add_argument(
+        "--gate",
+        metavar="MEMBER:THRESHOLD",
+        help="replay the cascade (serve.cascade): windows whose MEMBER probability is below THRESHOLD get that "
+        "probability instead of the model's; prints what it gates",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("actors.confirmation").setLevel(logging.WARNING)
@@ -184,6 +207,9 @@ def main() -> None:
 
     cfg = load_config(args.config)
     table = oof_windows(args)
+    if args.gate:
+        table = cascade(table, args.score, *args.gate.split(":"))
+        args.score = "p_cascade"
     results = sweep(table, args.score, cfg.windows.window_s, cfg.features.window_hop_s)
     datasets = [k for k in results[0] if k not in ("enter", "k", "n")]
     head = "| enter | k of n | " + " | ".join(

@@ -5,8 +5,9 @@ windowing, the model, confirmation, the event log).
 Streams are composed from the shared clips of both datasets (``../shared/data/surveillance-fight`` and
 ``../shared/data/vioperu``, or ``$NEXARA_SHARED``), 640x360 at 25 fps, into ``--work``:
 
-* ordinary: every no-fight clip (VioPeru's hard negatives included), shuffled, back to back, split over
-  ``--singles`` single-camera streams and one 2x2 monitor wall (each cell its own playlist);
+* ordinary: no-fight clips of both datasets (VioPeru's hard negatives included), shuffled, back to back,
+  ``--ordinary-min`` minutes in all, split over ``--singles`` single-camera streams and the 4 cells of one 2x2
+  monitor wall (each cell its own playlist);
 * fights: ``--fights`` fight clips (half from each dataset), each played once between ``--gap-s`` seconds
   of ordinary clips, in two streams; a fight counts as detected when an alert starts between its first
   frame and window + k hops + 2 s after it; an alert that starts elsewhere is a false alarm.
@@ -50,7 +51,7 @@ def clips(label: str) -> list[str]:
     return out
 
 
-def compose(work: Path, singles: int, fights: int, gap_s: float, seed: int) -> dict[str, Any]:
+def compose(work: Path, singles: int, ordinary_min: float, fights: int, gap_s: float, seed: int) -> dict[str, Any]:
     """The streams (cached in ``work/streams.json``): path -> kind, cell playlists, fight spans."""
     from actors.compose import compose_wall_video, concat_clips
     from nexara.media import probe
@@ -63,7 +64,14 @@ def compose(work: Path, singles: int, fights: int, gap_s: float, seed: int) -> d
     ordinary = clips("noFight")
     rng.shuffle(ordinary)
     parts = singles + 4  # single streams + the wall's 4 cells
-    share = [ordinary[i::parts] for i in range(parts)]
+    target_s = ordinary_min * 60 / parts
+    share: list[list[str]] = [[] for _ in range(parts)]
+    pool = iter(ordinary)
+    for part in share:
+        seconds = 0.0
+        while seconds < target_s:
+            part.append(next(pool))
+            seconds += probe(part[-1]).duration_s
     streams: dict[str, Any] = {}
     for i in range(singles):
         path = work / f"ordinary-{i}.mp4"
@@ -75,7 +83,7 @@ def compose(work: Path, singles: int, fights: int, gap_s: float, seed: int) -> d
     by_dataset = {d: [c for c in clips("fight") if f"/{d}/" in c] for d in DATASETS}
     chosen = [c for d in DATASETS for c in rng.sample(by_dataset[d], fights // 2)]
     rng.shuffle(chosen)
-    fillers = iter(ordinary * 3)
+    fillers = iter([c for c in ordinary if not any(c in part for part in share)] + ordinary)
     for s in range(2):
         playlist: list[str] = []
         for fight in chosen[s::2]:
@@ -125,6 +133,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, help="nexara config (serve.model_dir picks the model)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_quiet")
     ap.add_argument("--singles", type=int, default=2)
+    ap.add_argument("--ordinary-min", type=float, default=11.0, help="ordinary footage in total (cell minutes)")
     ap.add_argument("--fights", type=int, default=20)
     ap.add_argument("--gap-s", type=float, default=12.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -132,7 +141,7 @@ def main() -> None:
     from nexara.config import load_config
 
     cfg = load_config(args.config) if args.config else load_config(None)
-    streams = compose(args.work, args.singles, args.fights, args.gap_s, args.seed)
+    streams = compose(args.work, args.singles, args.ordinary_min, args.fights, args.gap_s, args.seed)
     run_dir, wall_s = run_watch(streams, args)
     events = starts(run_dir)
     conf, win = cfg.confirmation, cfg.windows
