@@ -19,7 +19,9 @@ the same scores it is reported on (optimistic by that selection).
     .venv/bin/python benchmarks/bench_operating_point.py --config configs/model-v2.yaml \\
         --features runs/v2/features --manifest runs/v2/manifest.parquet --out runs/v2/operating_point
 
-The out-of-fold scores are cached in ``OUT/oof_windows.parquet`` (delete it to cross-validate again).
+The cross-validation (per dataset, and leave one dataset out) is reported in ``OUT/evaluate/report.md`` as
+`nexara evaluate --lodo` writes it; its out-of-fold scores are cached in ``OUT/oof_windows.parquet`` (delete it to
+cross-validate again).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def oof_windows(args: argparse.Namespace) -> pa.Table:
 
     cfg = load_config(args.config)
     _, _, _, meta = load_training_data(args.features, cfg)
-    ev = run_evaluate(args.features, args.out / "evaluate", cfg, k=args.cv, manifest=args.manifest)
+    ev = run_evaluate(args.features, args.out / "evaluate", cfg, k=args.cv, lodo=True, manifest=args.manifest)
     if ev.labels.clips is None or len(ev.labels.clips) != meta.num_rows:
         raise SystemExit(f"{args.features}: not a window store (train a model on a clip backbone)")
     table = pa.table(
