@@ -96,10 +96,10 @@ class LocalHead:
         env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
         env.pop("RAY_ADDRESS", None)
         # a loaded 2-core machine took over the default 60 s to register the raylet
-        env.setdefault("RAY_raylet_start_wait_time_s", "180")
+        env.setdefault("RAY_raylet_start_wait_time_s", "300")
         return env
 
-    def start(self, timeout_s: float = 240) -> float:
+    def start(self, timeout_s: float = 360) -> float:
         """Start the head; returns the seconds it took. Raises RuntimeError with Ray's output on failure."""
         cmd = [
             str(venv_bin() / "ray"),

@@ -24,7 +24,7 @@ from cluster.local_head import LocalHead, free_port
 REPO = Path(__file__).resolve().parents[2]
 CLIP = "noFight/nofi066.mp4"
 
-pytestmark = pytest.mark.timeout(480)
+pytestmark = pytest.mark.timeout(900)
 
 
 def _prometheus() -> str:

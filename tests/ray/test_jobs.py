@@ -22,7 +22,7 @@ from training.manifest import build_manifest, entries_from_csv, write_manifest
 REPO = Path(__file__).resolve().parents[2]
 CLIPS = ["fight/fi001.mp4", "noFight/nofi001.mp4", "noFight/nofi002.mp4"]
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture()
