@@ -97,10 +97,32 @@ class LocalHead:
         env.pop("RAY_ADDRESS", None)
         # a loaded 2-core machine took over the default 60 s to register the raylet
         env.setdefault("RAY_raylet_start_wait_time_s", "300")
+        env.setdefault("RAY_agent_register_timeout_ms", "300000")  # the agents' registration, likewise
         return env
 
-    def start(self, timeout_s: float = 360) -> float:
-        """Start the head; returns the seconds it took. Raises RuntimeError with Ray's output on failure."""
+    def start(self, timeout_s: float = 300, attempts: int = 2) -> float:
+        """Start the head; returns the seconds it took. Raises RuntimeError with Ray's output on failure.
+
+        A failed start is retried once: Ray 2.60's raylet aborts when the dashboard agent has not written
+        its port file within a fixed ~15 s, which happened here on a 2-core machine at a load average of 40.
+        """
+        t0 = time.monotonic()
+        for attempt in range(1, attempts):
+            try:
+                self._start_once(timeout_s)
+                return time.monotonic() - t0
+            except RuntimeError as exc:
+                self.stop()
+                log.warning("ray start --head failed (attempt %d of %d), retrying: %s", attempt, attempts, exc)
+                self.ports = {flag: free_port() for flag in _PORT_FLAGS}
+        try:
+            self._start_once(timeout_s)
+        except RuntimeError:
+            self.stop()
+            raise
+        return time.monotonic() - t0
+
+    def _start_once(self, timeout_s: float) -> None:
         cmd = [
             str(venv_bin() / "ray"),
             "start",
@@ -112,7 +134,6 @@ class LocalHead:
             "--disable-usage-stats",
             *(f"{flag}={port}" for flag, port in self.ports.items()),
         ]
-        t0 = time.monotonic()
         # Its own session: every daemon it forks inherits the session id, which is how stop() finds them.
         self._launcher = subprocess.Popen(
             cmd, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -121,12 +142,9 @@ class LocalHead:
         try:
             out, _ = self._launcher.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.stop()
             raise RuntimeError(f"ray start --head did not finish in {timeout_s} s") from None
         if self._launcher.returncode != 0:
-            self.stop()
             raise RuntimeError(f"ray start --head failed:\n{out.decode(errors='replace')[-3000:]}")
-        return time.monotonic() - t0
 
     def processes(self) -> list[psutil.Process]:
         """Every live process of this head: its session, its temp dir in the command line, descendants."""
