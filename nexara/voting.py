@@ -7,6 +7,7 @@ Shared by ``nexara predict``, the training exporter's self-check and the Serve e
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from nexara.model_manifest import ModelManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+_MODELS = Path(__file__).resolve().parent / "models"
+SHIPPED_MODEL_DIR = _MODELS / "default"
+# The previous default (optical-flow statistics only): no CNN, a fraction of the clip model's CPU.
+MOTION_MODEL_DIR = _MODELS / "motion-2026.11.21-2"
+# The model wherever none is configured (`serve.model_dir`, `nexara predict --model`): the shipped default,
+# or the folder in $NEXARA_MODEL_DIR (e.g. MOTION_MODEL_DIR on a box without the clip model's CPU budget).
+DEFAULT_MODEL_DIR = Path(os.environ.get("NEXARA_MODEL_DIR") or SHIPPED_MODEL_DIR)
 
 
 @dataclass(frozen=True, slots=True)

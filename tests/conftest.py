@@ -13,6 +13,12 @@ SHARED = Path(os.environ.get("NEXARA_SHARED", REPO.parent / "shared")).resolve()
 CLIPS_DIR = SHARED / "data" / "surveillance-fight"
 CLIPS_CSV = CLIPS_DIR / "clips.csv"
 
+# Tests of the live machinery (streams, Serve, events, console, shutdown) run on the CPU-light motion model
+# wherever no model is configured; tests of the shipped default model name nexara.voting.SHIPPED_MODEL_DIR.
+# Export NEXARA_MODEL_DIR to run them all on another model. Set before nexara is imported (Ray workers and
+# subprocesses inherit it).
+os.environ.setdefault("NEXARA_MODEL_DIR", str(REPO / "nexara" / "models" / "motion-2026.11.21-2"))
+
 _FOLDER_MARKERS = {"unit", "ray", "e2e", "gpu"}
 
 
