@@ -7,8 +7,9 @@ reading skips (and counts) any line that does not parse, and opening a log whose
 starts the next append on a fresh line, so earlier and later events are never lost.
 
 (event_id, kind, seq) is the idempotency key: appending the same message twice (a retried actor
-call) stores it once. The set of keys is rebuilt from the file when the log is opened. One process
-writes a given log; appends from threads within it are serialised by a lock.
+call) stores it once. The set of keys is rebuilt from the file when the log is opened. Appends from
+threads of one process are serialised by a lock; every write also holds the log's shared sidecar lock
+(:mod:`actors.log_lock`) and reopens the file if retention replaced it, so a compaction loses no line.
 
 Reviews (an operator's verdict on an incident, :class:`ReviewRecord`) are lines of the same file marked
 ``"record": "review"``: append-only like events (the latest review of an event wins, all are kept), read
@@ -31,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.confirmation import AlertEvent
+from actors.log_lock import APPEND_FLAGS, log_lock, reopen_if_replaced
 from nexara.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -94,21 +96,23 @@ class EventLog:
         self.bad_lines = 0
         for record in self._scan():
             self._keys.add(record.key)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, APPEND_FLAGS, 0o644)
         self._heal_torn_tail()
 
     def _heal_torn_tail(self) -> None:
         # A torn last line has no newline; without one the next append would be glued onto it.
-        size = os.fstat(self._fd).st_size
-        if size == 0:
-            return
-        with self.path.open("rb") as f:
-            f.seek(size - 1)
-            last = f.read(1)
-        if last != b"\n":
-            logger.warning("event log %s ends with a torn line; the next event starts on a new line", self.path)
-            os.write(self._fd, b"\n")
-            os.fsync(self._fd)
+        with self._lock, log_lock(self.path, exclusive=False):
+            self._fd = reopen_if_replaced(self._fd, self.path)
+            size = os.fstat(self._fd).st_size
+            if size == 0:
+                return
+            with self.path.open("rb") as f:
+                f.seek(size - 1)
+                last = f.read(1)
+            if last != b"\n":
+                logger.warning("event log %s ends with a torn line; the next event starts on a new line", self.path)
+                os.write(self._fd, b"\n")
+                os.fsync(self._fd)
 
     def submit(self, event: AlertEvent | Mapping[str, Any]) -> None:
         """The durable :class:`~actors.sinks.Sink`: :meth:`append` of the event's logged fields
@@ -148,13 +152,18 @@ class EventLog:
             if record.key in self._keys:
                 logger.debug("event %s/%s/%d already logged; skipped", *record.key)
                 return False
-            # One write of the whole line: O_APPEND keeps it contiguous; fsync makes it durable.
-            written = os.write(self._fd, line)
-            while written < len(line):
-                written += os.write(self._fd, line[written:])
-            os.fsync(self._fd)
+            with log_lock(self.path, exclusive=False):
+                self._fd = reopen_if_replaced(self._fd, self.path)
+                self._write_all(line)
             self._keys.add(record.key)
         return True
+
+    def _write_all(self, line: bytes) -> None:
+        # One write of the whole line: O_APPEND keeps it contiguous; fsync makes it durable.
+        written = os.write(self._fd, line)
+        while written < len(line):
+            written += os.write(self._fd, line[written:])
+        os.fsync(self._fd)
 
     def append_review(
         self, event_id: str, verdict: str, user: str, note: str | None = None, *, require_event: bool = True
@@ -193,10 +202,9 @@ class EventLog:
         with self._lock:
             if self._fd < 0:
                 raise InvalidInputError(f"event log {self.path} is closed")
-            written = os.write(self._fd, line)
-            while written < len(line):
-                written += os.write(self._fd, line[written:])
-            os.fsync(self._fd)
+            with log_lock(self.path, exclusive=False):
+                self._fd = reopen_if_replaced(self._fd, self.path)
+                self._write_all(line)
 
     def read(
         self,
@@ -240,7 +248,7 @@ class EventLog:
         try:
             with f:
                 for number, raw in enumerate(f, start=1):
-                    if not raw.strip() or _is_review(raw):
+                    if not raw.strip() or is_review_line(raw):
                         continue
                     try:
                         record = EventRecord.model_validate_json(raw)
@@ -267,7 +275,7 @@ class EventLog:
             return
         with f:
             for number, raw in enumerate(f, start=1):
-                if not _is_review(raw):
+                if not is_review_line(raw):
                     continue
                 try:
                     yield ReviewRecord.model_validate_json(raw)
@@ -275,8 +283,10 @@ class EventLog:
                     logger.warning("event log %s line %d: torn or invalid review; skipped", self.path, number)
 
 
-def _is_review(raw: bytes) -> bool:
-    """A review line (cheap test first: event lines never contain the marker)."""
+def is_review_line(raw: bytes | str) -> bool:
+    """A review line of the log (cheap test first: event lines never contain the marker)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
     if b'"record"' not in raw:
         return False
     try:

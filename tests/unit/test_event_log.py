@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.event_log import EventLog, EventRecord
+from actors.event_log import EventLog, EventRecord, is_review_line
 
 pytestmark = pytest.mark.unit
 
@@ -167,3 +167,23 @@ def test_torn_last_line_is_skipped_counted_and_healed(tmp_path: Path, caplog: py
     assert reopened.bad_lines == 1
     reopened.close()
     assert len(EventLog(path).read()) == 4
+
+
+def test_appends_after_a_compaction_land_in_the_new_log(tmp_path: Path) -> None:
+    """Retention replaces the log (new file + os.replace under the exclusive sidecar lock); an open
+    EventLog reopens the replaced path at its next write, so no event or review goes to the old inode."""
+    from actors.retention import compact_log
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    for i in range(3):
+        log.append(make_event(i))
+    kept, dropped = compact_log(path, lambda record: record.get("event_id") != "cam1-0-0")
+    assert (kept, dropped) == (2, 1)
+    assert log.append(make_event(7))
+    review = log.append_review("cam1-7000-7", "confirmed", "op")
+    log.close()
+    reopened = EventLog(path)
+    assert [r.event_id for r in reopened.read()] == ["cam1-1000-1", "cam1-2000-2", "cam1-7000-7"]
+    assert reopened.reviews() == [review]
+    assert is_review_line(path.read_text().splitlines()[-1])
