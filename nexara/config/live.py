@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -21,6 +21,7 @@ from nexara.config.base import (
     error_loc,
     error_msg,
 )
+from nexara.config.upkeep import QualitySection
 from nexara.source_policy import (
     DEFAULT_DEMUXERS,
     DEFAULT_DENIED_NETWORKS,
@@ -281,6 +282,7 @@ class ResolvedCamera:
     read_timeout_s: float
     sinks: SinksSection
     model_dir: str | None
+    quality: QualitySection = field(default_factory=QualitySection)  # type: ignore[arg-type]
 
     @property
     def id(self) -> str:

@@ -29,6 +29,7 @@ from nexara.config.offline import (
     RayConfig,
     TrainingSection,
 )
+from nexara.config.upkeep import QualitySection, RetentionSection
 from nexara.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "ray_config.yaml"
@@ -49,6 +50,8 @@ class NexaraConfig(Model):
     confirmation: ConfirmationSection = Field(default_factory=ConfirmationSection)  # type: ignore[arg-type]
     serve: ServeSection = Field(default_factory=ServeSection)  # type: ignore[arg-type]
     sinks: SinksSection = Field(default_factory=SinksSection)  # type: ignore[arg-type]
+    quality: QualitySection = Field(default_factory=QualitySection)  # type: ignore[arg-type]
+    retention: RetentionSection = Field(default_factory=RetentionSection)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _check_cameras(self) -> NexaraConfig:
@@ -81,6 +84,7 @@ class NexaraConfig(Model):
             read_timeout_s=self.media.read_timeout_s,
             sinks=self.sinks,
             model_dir=self.serve.model_dir,
+            quality=self.quality,
         )
 
 
