@@ -7,7 +7,7 @@ SHARED ?= ../shared
 CLIPS := $(SHARED)/data/surveillance-fight
 RUN ?= runs/demo
 
-.PHONY: demo-predict setup demo features features-both evaluate-both evaluate model test test-slow test-all lint bench clean ray-head grafana-provisioning
+.PHONY: demo-predict setup demo features features-both evaluate-both evaluate features-v2 evaluate-v2 model model-motion test test-slow test-all lint bench clean ray-head grafana-provisioning
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -69,8 +69,24 @@ evaluate-both: features-both
 evaluate: features
 	.venv/bin/nexara evaluate $(RUN)/features --cv 5 --out $(RUN)/evaluate
 
-model: features
-	.venv/bin/nexara train $(RUN)/features --cv 5 --out nexara/models/default
+# The default model (v2): I3D windows + per-window flow statistics of both datasets (configs/model-v2.yaml),
+# the grouped CV per dataset and leave-one-dataset-out with the live operating point from its out-of-fold
+# window scores, then the model (CV + Ray Train + export).
+V2 ?= runs/v2
+V2_CONFIG := configs/model-v2.yaml
+features-v2: setup
+	test -f $(V2)/manifest.parquet || .venv/bin/nexara dataset scan --csv $(CLIPS)/clips.csv --csv $(VIOPERU)/clips.csv --out $(V2)/manifest.parquet --folds 5
+	.venv/bin/nexara --config $(V2_CONFIG) features $(V2)/manifest.parquet --out $(V2)/features
+
+evaluate-v2: features-v2
+	.venv/bin/python benchmarks/bench_operating_point.py --config $(V2_CONFIG) --features $(V2)/features --manifest $(V2)/manifest.parquet --out $(V2)/operating_point
+
+model: features-v2
+	.venv/bin/nexara --config $(V2_CONFIG) train $(V2)/features --cv 5 --out nexara/models/default
+
+# The previous default (flow statistics of whole clips, surveillance-fight only).
+model-motion: features
+	.venv/bin/nexara train $(RUN)/features --cv 5 --out nexara/models/motion-2026.11.21-2
 
 test: setup
 	.venv/bin/python -m pytest
