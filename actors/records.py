@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from actors.grid import CellSignal as Signal  # one declaration of a cell's picture state
+from actors.quality import CameraQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class CellStatus:
     last_window_end_s: float | None
     events: int
     alerts: int
+    quality: CameraQuality | None = None  # review precision and score drift (actors.quality)
 
 
 @dataclass(frozen=True, slots=True)

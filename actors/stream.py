@@ -27,10 +27,12 @@ from actors.alerts import AlertStage
 from actors.cascade import Gate, check_gate_threshold
 from actors.event_log import EventLog
 from actors.grid import CellBox, GridSpec
-from actors.records import CellStatus, SourceStatus, WindowInfo, WindowResult
+from actors.quality import QualityMonitor, ReferenceStore
+from actors.records import CellStatus, SourceStatus, Verdict, WindowInfo, WindowResult
 from actors.scoring import Embed, Scorer, Vote
 from actors.sinks import Sink, parse_secrets
 from actors.sources import LiveFrame, SourceConfig, StreamReader
+from actors.thumbnails import LatestFrames
 from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
 from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig, expand_env
 from nexara.config.live import MqttConfig, WebhookConfig
@@ -46,7 +48,7 @@ _AUTO_GRID_FRAMES = 8  # frames (about a second apart at most) looked at to dete
 class Recorder(Protocol):
     def start_stream(self, stream: Any) -> None: ...
     def push(self, packet: Any, time_s: float) -> None: ...
-    def request(self, event_id: str, start_s: float) -> Any: ...
+    def request(self, event_id: str, start_s: float, crop: tuple[int, int, int, int] | None = None) -> Any: ...
     def flush(self) -> None: ...
 
 
@@ -70,8 +72,10 @@ class SourceWorker:
         sinks: Sequence[Sink] = (),
         recorder: Recorder | None = None,
         gate: Gate | None = None,
+        quality: QualityMonitor | None = None,
     ) -> None:
         self.source_id = source_id
+        self.quality = quality
         self.source = source
         self.model = model
         self.windows = windows or WindowsConfig()  # type: ignore[call-arg]
@@ -87,6 +91,7 @@ class SourceWorker:
         self.recorder = recorder
         self._recorder_lock = threading.Lock()
         self.cells: list[CellWindower] = []
+        self.frames = LatestFrames()  # each cell's latest analysed picture, for the console's wall tiles
         self.alerts = AlertStage(
             source_id, log=event_log, sinks=sinks, request_clip=self._request_clip if recorder else None
         )
@@ -171,8 +176,14 @@ class SourceWorker:
 
     def _request_clip(self, event_id: str, start_s: float) -> str | None:
         assert self.recorder is not None
+        crop = None
+        if len(self.cells) > 1:  # a wall: the clip shows the alerting cell, not the whole wall
+            for w, a in zip(self.cells, self.alerts.cells, strict=False):
+                if a.confirmer.active_event_id == event_id:
+                    crop = (w.box.x0, w.box.y0, w.box.x1, w.box.y1)
+                    break
         with self._recorder_lock:
-            path = self.recorder.request(event_id, start_s)
+            path = self.recorder.request(event_id, start_s, crop=crop)
         return None if path is None else str(path)
 
     def _read(self) -> None:
@@ -208,6 +219,8 @@ class SourceWorker:
         for i, (camera_id, box) in enumerate(layout_cells(self.grid, frames, self.source_id, self.cell_ids)):
             self.cells.append(CellWindower(i, camera_id, box, self.model, self.windows, self.no_signal_check_s))
             self.alerts.add_cell(camera_id, self.confirmation, self.windows.pre_alert)
+            if self.quality is not None:
+                self.quality.add_camera(camera_id)
 
     def _on_frame(self, frame: LiveFrame) -> None:
         if not self.cells:
@@ -226,7 +239,9 @@ class SourceWorker:
     def _on_cells(self, frame: LiveFrame) -> None:
         for cell in self.cells:
             b = cell.box
-            out = cell.push(frame.rgb[b.y0 : b.y1, b.x0 : b.x1], frame.time_s)
+            crop = frame.rgb[b.y0 : b.y1, b.x0 : b.x1]
+            self.frames.put(cell.index, crop)
+            out = cell.push(crop, frame.time_s)
             if isinstance(out, WindowInfo):
                 self.scorer.reserve(self._stop)
                 self._post(self.scorer.enqueue, out)
@@ -240,6 +255,8 @@ class SourceWorker:
     # --- event loop ------------------------------------------------------------------------------
 
     def _on_result(self, result: WindowResult) -> None:
+        if self.quality is not None and isinstance(result, Verdict):
+            self.quality.push(self.cells[result.cell].camera_id, result.probability)
         hot = self.alerts.receive(result)
         if hot is not None:
             self.cells[result.cell].set_hot(hot)
@@ -263,6 +280,14 @@ class SourceWorker:
         self.finished.set()
 
     # --- status ------------------------------------------------------------------------------------
+
+    def frame_jpeg(self, camera_id: str) -> bytes | None:
+        """The latest analysed picture of a cell (``camera_id``: the source or a wall cell) as a small
+        JPEG; None when the camera is not one of this source's or no frame has come yet."""
+        for cell in self.cells:
+            if cell.camera_id == camera_id:
+                return self.frames.jpeg(cell.index)
+        return None
 
     def status(self) -> SourceStatus:
         r = self._reader.stats() if self._reader is not None else {}
@@ -295,6 +320,7 @@ class SourceWorker:
                     last_window_end_s=a.last_window_end_s,
                     events=a.events,
                     alerts=a.alerts,
+                    quality=None if self.quality is None else self.quality.summary(w.camera_id),
                 )
             )
         return SourceStatus(
@@ -336,9 +362,11 @@ def worker_from_config(
     vote: Vote,
     extra_sinks: Sequence[Sink] = (),
     gate: Gate | None = None,
+    model_version: str = "unknown",
 ) -> SourceWorker:
     """A :class:`SourceWorker` for a resolved camera: event log, evidence clips, webhook and MQTT sinks
-    (files inside ``run_dir``); ``gate``: the cascade's gate (``serve.cascade``), if any."""
+    (files inside ``run_dir``), its quality monitor (drift references kept per ``model_version``);
+    ``gate``: the cascade's gate (``serve.cascade``), if any."""
     run = Path(run_dir)
     sinks_cfg = camera.sinks
     sinks: list[Sink] = list(extra_sinks)
@@ -353,6 +381,14 @@ def worker_from_config(
         recorder = ClipRecorder(
             run / "clips", pre_s=sinks_cfg.clip_pre_s, post_s=sinks_cfg.clip_post_s, margin_s=camera.evidence_lag_s
         )
+    event_log = EventLog(run / sinks_cfg.event_log)
+    q = camera.quality
+    quality = QualityMonitor(
+        q,
+        log=event_log,
+        store=ReferenceStore(q.drift_reference_dir or run / "drift-reference"),
+        model_version=model_version,
+    )
     g = camera.camera.grid
     return SourceWorker(
         camera.id,
@@ -365,10 +401,11 @@ def worker_from_config(
         grid=grid_of(g),
         cell_ids=g.cell_ids,
         no_signal_check_s=g.no_signal_check_s,
-        event_log=EventLog(run / sinks_cfg.event_log),
+        event_log=event_log,
         sinks=sinks,
         recorder=recorder,
         gate=gate,
+        quality=quality,
     )
 
 

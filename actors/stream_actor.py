@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray import serve
 
+from actors.quality import QualityMonitor
 from actors.records import SourceStatus
 from actors.stream import LiveModel, worker_from_config
 from nexara.config import ResolvedCamera
@@ -56,7 +57,13 @@ class StreamActor:
         self._backbone = serve.get_deployment_handle(backbone, app_name=app_name)
         self._ensemble = serve.get_deployment_handle("VotingEnsemble", app_name=app_name)
         self.worker = worker_from_config(
-            camera, run_dir=run_dir, model=self.model, embed=self._embed, vote=self._vote, gate=gate
+            camera,
+            run_dir=run_dir,
+            model=self.model,
+            embed=self._embed,
+            vote=self._vote,
+            gate=gate,
+            model_version=manifest.version,
         )
 
     async def _embed(self, frames: Any) -> Any:
@@ -75,7 +82,7 @@ class StreamActor:
         metrics = LiveMetrics(self.camera.id)
         while True:
             try:
-                metrics.update(self.worker.status())
+                metrics.update(self.worker.status(), quality=self.worker.quality)
             except Exception as exc:  # metrics never stop a stream
                 logger.warning("metrics of %s not published: %s", self.camera.id, exc)
             if self.worker.finished.is_set():
@@ -90,6 +97,9 @@ class StreamActor:
 
     async def recent_events(self) -> list[dict[str, Any]]:
         return list(self.worker.recent_events)
+
+    async def frame_jpeg(self, camera_id: str) -> bytes | None:
+        return await asyncio.to_thread(self.worker.frame_jpeg, camera_id)  # an encode: off the event loop
 
     async def stop(self, timeout_s: float = 30.0) -> SourceStatus:
         self.worker.stop()
@@ -112,6 +122,11 @@ class CameraManager:
         self.actors: dict[str, Any] = {}
         self.configs: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
+        from actors.retention import RetentionTask
+
+        root = retention_root(Path(self.run_dir), self.cfg.sinks.run_dir)
+        self.retention = RetentionTask(root, self.cfg.retention, event_log=self.cfg.sinks.event_log)
+        self.retention.start()
 
     async def info(self) -> dict[str, Any]:
         return {
@@ -119,6 +134,7 @@ class CameraManager:
             "event_log": str(Path(self.run_dir) / self.cfg.sinks.event_log),
             "app_name": self.app_name,
             "cameras": sorted(self.actors),
+            "retention": {"root": str(self.retention.root), "passes": self.retention.passes},
         }
 
     async def add(self, camera: dict[str, Any]) -> SourceStatus:
@@ -187,6 +203,21 @@ class CameraManager:
             raise CameraError("camera_not_found", f"no camera {camera_id}")
         return replace(await actor.status.remote(), config=self.configs.get(camera_id))
 
+    async def frame_jpeg(self, camera_id: str) -> bytes:
+        """The latest analysed picture of ``camera_id`` (a source or a wall cell) as a small JPEG."""
+        actor = self.actors.get(camera_id)
+        if actor is None:
+            for a in list(self.actors.values()):  # a cell id of a monitor wall
+                if (await a.status.remote()).cell(camera_id) is not None:
+                    actor = a
+                    break
+        if actor is None:
+            raise CameraError("camera_not_found", f"no camera {camera_id}")
+        data = await actor.frame_jpeg.remote(camera_id)
+        if data is None:
+            raise CameraError("not_found", f"camera {camera_id} has no analysed frame yet")
+        return data  # type: ignore[no-any-return]
+
     async def cameras(self) -> list[SourceStatus]:
         ids = sorted(self.actors)
         statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids))
@@ -198,6 +229,8 @@ class CameraManager:
         return all(results)
 
     async def stop_all(self) -> list[SourceStatus]:
+        """Stop every camera and the retention task (the app's shutdown)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.retention.stop)
         ids = list(self.actors)
         out = []
         for i in ids:
@@ -206,6 +239,18 @@ class CameraManager:
             except Exception as exc:
                 logger.error("camera %s did not stop cleanly: %s", i, exc)
         return out
+
+
+def retention_root(run_dir: Path, sinks_run_dir: str) -> Path:
+    """What retention prunes: the folder of live runs (``sinks.run_dir``) when ``run_dir`` is one of its
+    runs, else ``run_dir`` alone (a run folder given elsewhere: never prune beside it). A relative
+    ``sinks.run_dir`` is matched against the run's parents, since actors run in Ray's working folder."""
+    runs = Path(sinks_run_dir)
+    parent = run_dir.parent
+    if runs.is_absolute():
+        return parent if parent == runs.resolve() else run_dir
+    tail = runs.parts
+    return parent if tail and parent.parts[-len(tail) :] == tail else run_dir
 
 
 def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str) -> Any:
@@ -226,13 +271,15 @@ class LiveMetrics:
     def __init__(self, source_id: str) -> None:
         from ray.util.metrics import Counter, Gauge
 
-        from actors.live_metrics import METRICS, SOURCE_METRICS, TAG_KEYS
+        from actors.live_metrics import METRICS, QUALITY_METRICS, SOURCE_METRICS, TAG_KEYS
 
         self.source_id = source_id
         self._metrics: dict[str, Any] = {}
         for name, kind, desc, _ in (*METRICS, *SOURCE_METRICS):
             cls = Counter if kind == "counter" else Gauge
             self._metrics[name] = cls(name, description=desc, tag_keys=TAG_KEYS)
+        for name, _, desc in QUALITY_METRICS:
+            self._metrics[name] = Gauge(name, description=desc, tag_keys=TAG_KEYS)
         self._last: dict[tuple[str, str], float] = {}
 
     def _count(self, name: str, camera: str, total: float) -> None:
@@ -247,7 +294,9 @@ class LiveMetrics:
             return
         self._metrics[name].set(float(value), tags={"source": self.source_id, "camera": camera})
 
-    def update(self, status: SourceStatus, now_unix_s: float | None = None) -> None:
+    def update(
+        self, status: SourceStatus, now_unix_s: float | None = None, quality: QualityMonitor | None = None
+    ) -> None:
         from actors.live_metrics import METRICS, SOURCE_METRICS
 
         now = time.time() if now_unix_s is None else now_unix_s
@@ -265,6 +314,9 @@ class LiveMetrics:
             self._gauge("nexara_signal_ok", cam, 1.0 if cell.signal == "ok" else 0.0)
             if started is not None and cell.last_window_end_s is not None:
                 self._gauge("nexara_verdict_lag_seconds", cam, now - started - cell.last_window_end_s)
+            if quality is not None:
+                for name, value in quality.gauges(cam):  # a value not known yet is left out
+                    self._gauge(name, cam, value)
         src = self.source_id
         for name, kind, _, field in SOURCE_METRICS:
             if not field:

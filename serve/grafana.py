@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.live_metrics import METRICS, SOURCE_METRICS, Kind, exported_name
+from actors.live_metrics import METRICS, QUALITY_METRICS, SOURCE_METRICS, Kind, exported_name
 
 DASHBOARD_UID = "nexara-live"
+_SHARES = ("nexara_last_score", "nexara_review_precision")  # panels shown in percent
 
 
 def _expr(name: str, kind: Kind, by: str) -> str:
@@ -29,15 +30,17 @@ def _expr(name: str, kind: Kind, by: str) -> str:
 
 def dashboard(datasource_uid: str | None = None, *, title: str = "NexaraVision live") -> dict[str, Any]:
     """The dashboard JSON (Grafana schema 39): one time-series panel per metric, by camera (or source),
-    with a ``camera`` variable. ``datasource_uid``: the Prometheus data source (default: the default one)."""
+    the per-camera quality gauges (review precision, score drift) last, with a ``camera`` variable.
+    ``datasource_uid``: the Prometheus data source (default: the default one)."""
     ds: dict[str, Any] = {"type": "prometheus"}
     if datasource_uid:
         ds["uid"] = datasource_uid
     panels: list[dict[str, Any]] = []
     specs: list[tuple[str, Kind, str, str]] = [(n, k, d, "camera") for n, k, d, _ in METRICS]
     specs += [(n, k, d, "source") for n, k, d, _ in SOURCE_METRICS]
+    specs += [(n, k, d, "camera") for n, k, d in QUALITY_METRICS]
     for i, (name, kind, desc, by) in enumerate(specs):
-        unit = "s" if name.endswith("_seconds") else ("percentunit" if name == "nexara_last_score" else "short")
+        unit = "s" if name.endswith("_seconds") else ("percentunit" if name in _SHARES else "short")
         title_ = name.removeprefix("nexara_").replace("_", " ")
         if kind == "counter":
             title_ += " /s"

@@ -131,7 +131,7 @@ def watch(
     Returns the exit code (0 on a signal too: a requested stop is a clean end)."""
     import ray
 
-    from actors.event_log import EventRecord
+    from actors.event_log import EventRecord, is_review_line
     from actors.sinks import ConsoleSink
     from actors.stream_actor import get_or_create_manager
     from cluster.runtime import init_ray
@@ -180,12 +180,14 @@ def watch(
                 if not log_path.exists():
                     return
                 with log_path.open("rb") as f:
+                    # retention compacted (shrank) the log: go on from its end, printing nothing twice
+                    offset = min(offset, os.fstat(f.fileno()).st_size)
                     f.seek(offset)
                     data = f.read()
                 cut = data.rfind(b"\n") + 1
                 offset += cut
                 for raw in data[:cut].splitlines():
-                    if raw.strip() and console is not None:
+                    if raw.strip() and console is not None and not is_review_line(raw):
                         try:
                             console.submit(EventRecord.model_validate_json(raw).model_dump(mode="json"))
                         except Exception:

@@ -221,6 +221,17 @@ class ConsoleRoutes:
         except Exception as exc:
             raise _camera_error(exc) from None
 
+    @console_router.get("/ui/api/cameras/{camera_id}/frame.jpg", response_model=None)
+    async def console_frame(self, camera_id: str, request: Request) -> Response:
+        from serve.ingress import _camera_error
+
+        await self._principal(request, "viewer")
+        try:
+            data = await self.manager.frame_jpeg.remote(camera_id)
+        except Exception as exc:
+            raise _camera_error(exc) from None
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "no-store"})
+
     # --- incidents and reviews -----------------------------------------------------------------------
 
     @console_router.get("/ui/api/incidents")

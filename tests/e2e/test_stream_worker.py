@@ -13,12 +13,14 @@ import pytest
 from actors.compose import compose_wall_video, concat_clips
 from actors.event_log import EventLog
 from actors.grid import GridSpec
+from actors.quality import QualityMonitor, ReferenceStore
 from actors.recorder import ClipRecorder
 from actors.records import Verdict, WindowResult
 from actors.sources import SourceConfig
 from actors.stream import LiveModel, SourceWorker
 from nexara.config import ConfirmationSection as ConfirmationConfig
 from nexara.config import WindowsConfig as WindowSettings
+from nexara.config.upkeep import QualitySection
 
 NORMALS = ["nofi108.mp4", "nofi092.mp4", "nofi150.mp4", "nofi068.mp4"]
 FIGHT = "fi003.mp4"
@@ -200,3 +202,50 @@ def test_black_cell_is_reported_not_scored(model: _Model, shared_clips: Path, tm
     assert by_id["wall-r1c1"]["signal"] == "black"
     assert by_id["wall-r1c1"]["windows_scored"] == 0 and by_id["wall-r1c1"]["windows_no_signal"] > 0
     assert all(by_id[c]["windows_scored"] > 0 for c in ("wall-r0c0", "wall-r0c1", "wall-r1c0"))
+
+
+def test_wall_cell_alert_clip_shows_the_cell(model: _Model, shared_clips: Path, tmp_path: Path) -> None:
+    """A fight in one cell of a real composed 2x2 wall: the alert's evidence clip is that cell (its size),
+    re-encoded, with the whole-wall remux beside it."""
+    wall = tmp_path / "wall.mp4"
+    normals = [_clip(shared_clips, n) for n in NORMALS]
+    fight_cell = [normals[0], _clip(shared_clips, FIGHT), normals[1]]
+    compose_wall_video([[normals[2]], fight_cell, [normals[3]], [normals[0]]], wall, rows=2, cols=2)
+    log_path = tmp_path / "events.jsonl"
+    worker = SourceWorker(
+        "wall", SourceConfig(url=str(wall), pacing="fast"), model=model.live, embed=model.embed, vote=model.vote,
+        grid=GridSpec(2, 2, 4), confirmation=CONFIRM, event_log=EventLog(log_path),
+        recorder=ClipRecorder(tmp_path / "clips", pre_s=2, post_s=2, margin_s=30),
+        quality=QualityMonitor(
+            QualitySection(drift_reference_windows=2, drift_recent_windows=2, drift_min_windows=2),
+            log=EventLog(log_path), store=ReferenceStore(tmp_path / "drift"), model_version="test",
+        ),
+    )  # fmt: skip
+    st = _run(worker)
+    # every cell's scored windows fed its drift reference (the first 2, saved per model version), then its PSI
+    for c in st["cells"]:
+        q, scored = c["quality"], c["windows_scored"]
+        assert q["drift_reference_windows"] == min(2, scored) and q["drift_reference_complete"] == (scored >= 2), c
+        assert (q["score_psi"] is not None) == (scored >= 2 + 2), c
+        assert (tmp_path / "drift" / "test" / f"{c['camera_id']}.json").is_file() == (scored >= 2)
+        assert q["review_precision"] is None and q["reviews_counted"] == 0
+    assert max(c["windows_scored"] for c in st["cells"]) >= 4  # the fight cell's playlist is the longest
+    # the console's wall tile: the cell's latest analysed picture, downscaled to 320 px wide, same aspect
+    import cv2
+
+    tile = cv2.imdecode(np.frombuffer(worker.frame_jpeg("wall-r0c1") or b"", np.uint8), cv2.IMREAD_COLOR)
+    x0, y0, x1, y1 = next(c["box"] for c in st["cells"] if c["camera_id"] == "wall-r0c1")
+    assert tile.shape[1] <= 320 and abs(tile.shape[0] / tile.shape[1] - (y1 - y0) / (x1 - x0)) < 0.01
+    assert worker.frame_jpeg("wall-r0c1") is worker.frame_jpeg("wall-r0c1")  # encoded once a second at most
+    assert worker.frame_jpeg("nope") is None
+    starts = [r for r in EventLog(log_path).read(limit=100) if r.kind == "start"]
+    assert [s.camera_id for s in starts] == ["wall-r0c1"], starts
+    from nexara.media import probe
+
+    assert starts[0].clip_path is not None
+    clip = probe(starts[0].clip_path)
+    # yuv420p needs even sizes: an odd side loses its last row or column
+    assert (clip.width, clip.height) == ((x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2)
+    assert clip.duration_s >= 2.5  # pre_s + post_s = 4 s asked; measured 3.0 s for the re-encoded cell
+    cell_clip = Path(starts[0].clip_path)
+    assert list(cell_clip.parent.glob(cell_clip.stem + "-wall.*"))  # the whole-wall remux beside it

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from actors.live_metrics import METRICS, SOURCE_METRICS, exported_name
+from actors.live_metrics import METRICS, QUALITY_METRICS, SOURCE_METRICS, exported_name
 from nexara.cli import main
 from serve.grafana import DASHBOARD_UID, dashboard, push
 
@@ -57,11 +57,14 @@ def test_dashboard_has_a_panel_per_exported_metric() -> None:
         assert any(series in e for e in exprs), series
         if kind == "counter":
             assert any(f"rate({series}" in e for e in exprs), series
-    assert len(board["panels"]) == len(METRICS) + len(SOURCE_METRICS)
+    assert len(board["panels"]) == len(METRICS) + len(SOURCE_METRICS) + len(QUALITY_METRICS)
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
     assert all(p["datasource"]["uid"] == "prom-uid" for p in board["panels"])
     assert board["templating"]["list"][0]["name"] == "camera"
     assert all('camera=~"$camera"' in p["targets"][0]["expr"] for p in board["panels"][: len(METRICS)])
+    quality = board["panels"][-len(QUALITY_METRICS) :]  # per camera, as gauges
+    for (name, kind, _), panel in zip(QUALITY_METRICS, quality, strict=True):
+        assert panel["targets"][0]["expr"] == f'max by (camera) ({exported_name(name, kind)}{{camera=~"$camera"}})'
 
 
 def test_push_uploads_with_the_token(grafana: str) -> None:

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from actors.quality import CameraQuality
 from actors.records import CellStatus, SourceStatus
 
 pytestmark = pytest.mark.unit
@@ -14,7 +15,7 @@ CELL_KEYS = [
     "camera_id", "box", "signal", "alert_active", "active_event_id", "fps_analysed", "frames_analysed",
     "windows_made", "windows_scored", "windows_dropped", "windows_failed", "windows_no_signal", "windows_gated",
     "cuts",
-    "stride_s", "last_score", "last_window_end_s", "events", "alerts",
+    "stride_s", "last_score", "last_window_end_s", "events", "alerts", "quality",
 ]  # fmt: skip
 SOURCE_KEYS = [
     "source_id", "url", "state", "error", "fps_in", "frames_in", "stream_time_s", "connects", "reconnects",
@@ -39,5 +40,12 @@ def test_source_status_to_dict_is_the_http_shape() -> None:
     assert (d["windows_scored"], d["windows_dropped"]) == (8, 3)
     assert d["cells"][1]["box"] == [0, 0, 320, 240]
     assert st.cell("wall-r0c1") is st.cells[1] and st.cell("nope") is None
+    assert d["cells"][0]["quality"] is None  # a worker without a quality monitor
+    quality = CameraQuality(0.75, 4, False, 0.3, True, 500, True)
+    cell = replace(st.cells[0], quality=quality)
+    assert replace(st, cells=(cell,)).to_dict()["cells"][0]["quality"] == {
+        "review_precision": 0.75, "reviews_counted": 4, "precision_warning": False, "score_psi": 0.3,
+        "drift_warning": True, "drift_reference_windows": 500, "drift_reference_complete": True,
+    }  # fmt: skip
     with_config = replace(st, config={"id": "wall"}).to_dict()
     assert list(with_config) == [*SOURCE_KEYS, "config"] and with_config["config"] == {"id": "wall"}
