@@ -7,7 +7,7 @@ SHARED ?= ../shared
 CLIPS := $(SHARED)/data/surveillance-fight
 RUN ?= runs/demo
 
-.PHONY: demo-predict setup demo features features-both evaluate-both evaluate features-v2 evaluate-v2 model model-motion test test-slow test-all lint bench clean ray-head grafana-provisioning
+.PHONY: demo-predict setup demo features features-both evaluate-both evaluate features-v2 evaluate-v2 model model-motion test test-slow test-all lint bench clean ray-head grafana-provisioning setup-browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -34,6 +34,15 @@ $(SYSTEM_TOOLS):
 	else echo "missing $@: run 'sudo apt-get install mosquitto openssl prometheus'" >&2; exit 1; fi
 
 setup: .venv/.synced $(I3D_WEIGHTS) $(SYSTEM_TOOLS)
+
+# Debian's chromium for the console's browser test (Playwright drives the system browser; it never
+# downloads one). Only the slow tests need it.
+BROWSER := /usr/bin/chromium
+$(BROWSER):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "missing $@: run 'sudo apt-get install chromium'" >&2; exit 1; fi
+
+setup-browser: $(BROWSER)
 
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
@@ -91,7 +100,7 @@ model-motion: features
 test: setup
 	.venv/bin/python -m pytest
 
-test-slow: setup
+test-slow: setup setup-browser
 	.venv/bin/python -m pytest -m slow
 
 test-all: setup

@@ -35,6 +35,10 @@ class CellAlerts:
         self.camera_id = camera_id
         self.confirmer = Confirmer(camera_id, confirmation)
         self.pre_alert = pre_alert
+        # member probabilities of the last n windows and of the open alert's peak window (the event log's
+        # ``members``): the confirmer sees probabilities only
+        self._recent: deque[tuple[float, dict[str, float]]] = deque(maxlen=max(confirmation.n, 1))
+        self._peak: tuple[float, dict[str, float]] | None = None
         self._done: dict[int, WindowResult] = {}
         self._next_seq = 0
         self.windows_scored = 0
@@ -65,6 +69,28 @@ class CellAlerts:
                 self.last_window_end_s = res.end_s
                 released.append((res, self.confirmer.active))
         return released
+
+    def note(self, verdict: Verdict) -> None:
+        """Remember a verdict's member probabilities (before the confirmer folds it in)."""
+        members = verdict.details.get("members")
+        if not isinstance(members, dict):
+            return
+        entry = (verdict.probability, {str(k): float(v) for k, v in members.items()})
+        self._recent.append(entry)
+        if self.confirmer.active and (self._peak is None or entry[0] > self._peak[0]):
+            self._peak = entry
+
+    def members_at(self, kind: str, peak_probability: float) -> dict[str, float] | None:
+        """The member probabilities of the window that gave an event's ``peak_probability``."""
+        if kind == "start":
+            self._peak = None
+        candidates = [*self._recent, *([self._peak] if self._peak is not None else [])]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda c: abs(c[0] - peak_probability))
+        if kind == "start":
+            self._peak = best
+        return best[1]
 
 
 class AlertStage:
@@ -98,6 +124,7 @@ class AlertStage:
         hot = None
         for verdict, was_active in cell.receive(result):
             hot = verdict.probability >= cell.pre_alert or was_active
+            cell.note(verdict)
             for event in cell.confirmer.push(verdict.start_s, verdict.end_s, verdict.probability):
                 self.emit(cell, event)
         return hot
@@ -120,7 +147,9 @@ class AlertStage:
         data["logged_unix_s"] = time.time()
         data["source_id"] = self.source_id
         if self.log is not None:
-            self.log.submit(data)  # durable before anyone is told
+            members = cell.members_at(event.kind, event.peak_probability)
+            # durable before anyone is told
+            self.log.submit(data if members is None else {**data, "members": members})
         cell.events += 1
         if event.kind == "start":
             cell.alerts += 1

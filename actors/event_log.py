@@ -59,6 +59,8 @@ class EventRecord(BaseModel):
     end_reason: Literal["quiet", "max_duration", "stream_end"] | None = None
     clip_path: str | None = None
     logged_unix_s: float | None = None
+    #: member probabilities of the peak window (absent in logs written before they were logged)
+    members: dict[str, float] | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

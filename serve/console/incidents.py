@@ -25,6 +25,7 @@ def fold(events: Iterable[EventRecord], reviews: Iterable[ReviewRecord]) -> dict
                 "clip_path": None,
                 "review": None,
                 "reviews": 0,
+                "members": None,
             }
         inc.update(
             state="ended" if e.kind == "end" else "open",
@@ -37,6 +38,8 @@ def fold(events: Iterable[EventRecord], reviews: Iterable[ReviewRecord]) -> dict
             end_reason=e.end_reason,
             last_logged_unix_s=e.logged_unix_s,
         )
+        if e.members is not None:  # the peak window's members (logs before they were logged have none)
+            inc["members"] = e.members
         inc["clip_path"] = e.clip_path or inc["clip_path"]
         inc["trace"].append(
             {

@@ -240,6 +240,8 @@ def test_wall_cell_alert_clip_shows_the_cell(model: _Model, shared_clips: Path, 
     assert worker.frame_jpeg("nope") is None
     starts = [r for r in EventLog(log_path).read(limit=100) if r.kind == "start"]
     assert [s.camera_id for s in starts] == ["wall-r0c1"], starts
+    # the event log holds the peak window's member probabilities (the console's event page shows them)
+    assert starts[0].members and all(0.0 <= p <= 1.0 for p in starts[0].members.values())
     from nexara.media import probe
 
     assert starts[0].clip_path is not None

@@ -98,3 +98,24 @@ def test_a_broken_sink_never_stops_the_stream_but_the_log_must_succeed() -> None
     log.fail = True
     with pytest.raises(OSError, match="log is down"):
         stage.finish(at_s=5.0)  # nobody is told about an event that is not durable
+
+
+def test_logged_events_carry_the_peak_windows_member_probabilities() -> None:
+    """The log (not the delivery sinks) gets ``members``: the member probabilities of the window whose
+    probability is the event's peak, followed as the peak rises during the alert."""
+    stage, log, hook = _stage([])
+    scores = [0.2, 0.7, 0.8, 0.95, 0.3, 0.1, 0.1]
+    for seq, p in enumerate(scores):
+        members = {"flow_lr": round(p - 0.05, 2), "flow_trees": round(p + 0.01, 2)}
+        stage.receive(Verdict(0, seq, float(seq), seq + 2.0, p, {"violence_probability": p, "members": members}))
+    stage.finish(20.0)
+    by_kind = {e["kind"]: e for e in log.events}
+    assert by_kind["start"]["members"] == {"flow_lr": 0.75, "flow_trees": 0.81}  # peak 0.8 when confirmed
+    assert by_kind["end"]["peak_probability"] == 0.95
+    assert by_kind["end"]["members"] == {"flow_lr": 0.9, "flow_trees": 0.96}
+    assert all("members" not in e for e in hook.events)
+    # a verdict without members (an older ensemble) logs none
+    plain, plain_log, _ = _stage([])
+    for seq, p in enumerate(scores):
+        plain.receive(_verdict(seq, p))
+    assert plain_log.events and all("members" not in e for e in plain_log.events)

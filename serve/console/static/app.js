@@ -10,6 +10,7 @@ const state = {
   incidents: new Map(), // event_id -> folded incident
   scores: new Map(),    // camera_id -> [score, ...] (sparkline history, this page's polls)
   lastEnd: new Map(),   // camera_id -> last_window_end_s seen
+  frames: new Map(),    // camera_id -> <img> of its latest analysed picture (kept across refreshes)
   source: null,         // EventSource
   timer: null,
 };
@@ -204,12 +205,13 @@ async function refreshWall(grid) {
       tiles.push(h("div", { class: `tile ${st.replace(" ", "-")}`, "data-camera": cell.camera_id },
         h("div", { class: "meta" }, h("span", { class: "name" }, cell.camera_id),
           h("span", { class: `state ${st.replace(" ", "-")}` }, st)),
-        h("div", { class: "nopic" }, "no frame preview: the stream actors do not publish frames yet"),
+        framePicture(cell.camera_id),
         sparkline(hist),
         h("div", { class: "meta" },
           h("span", {}, `score ${fmtP(cell.last_score)}`),
           h("span", {}, `${cell.fps_analysed === null ? "-" : cell.fps_analysed.toFixed(1)} fps`),
-          h("span", {}, `${cell.alerts} alerts`))));
+          h("span", {}, `${cell.alerts} alerts`)),
+        qualityLine(cell.quality)));
     }
     if (!src.cells.length) {
       tiles.push(h("div", { class: "tile" }, h("div", { class: "name" }, src.source_id),
@@ -217,6 +219,29 @@ async function refreshWall(grid) {
     }
   }
   grid.replaceChildren(...(tiles.length ? tiles : [h("p", { class: "muted" }, "No cameras. Add one on the Cameras page.")]));
+}
+
+// The same <img> per camera across refreshes: a new src replaces the picture once it has loaded, so the
+// tile never blinks; the query string only defeats the browser cache (the server sends no-store too).
+function framePicture(cameraId) {
+  let img = state.frames.get(cameraId);
+  if (!img) {
+    img = h("img", { class: "pic", alt: `latest frame of ${cameraId}` });
+    img.addEventListener("error", () => img.classList.add("missing"));
+    img.addEventListener("load", () => img.classList.remove("missing"));
+    state.frames.set(cameraId, img);
+  }
+  img.src = `api/cameras/${encodeURIComponent(cameraId)}/frame.jpg?t=${Date.now()}`;
+  return img;
+}
+
+function qualityLine(q) {
+  if (!q || (q.review_precision === null && q.score_psi === null)) return null;
+  const parts = [];
+  if (q.review_precision !== null) parts.push(`precision ${fmtP(q.review_precision)} of ${q.reviews_counted}`);
+  if (q.score_psi !== null) parts.push(`PSI ${q.score_psi.toFixed(2)}`);
+  const warn = q.precision_warning || q.drift_warning;
+  return h("div", { class: `meta quality${warn ? " warn" : ""}` }, h("span", {}, parts.join(" · ")));
 }
 
 function renderWall() {
@@ -321,6 +346,14 @@ async function renderEvent(eventId) {
   renderEventDetails(inc);
 }
 
+// the peak window's probability from each ensemble member (older logs have none)
+function membersList(members) {
+  const names = Object.keys(members || {}).sort();
+  if (!names.length) return h("dd", { class: "muted" }, "not logged for this event");
+  return h("dd", { id: "members" }, h("ul", { class: "members" },
+    names.map((n) => h("li", {}, h("span", {}, n), " ", h("b", {}, fmtP(members[n]))))));
+}
+
 function renderEventDetails(inc) {
   const details = document.getElementById("details");
   if (!details) return;
@@ -333,7 +366,7 @@ function renderEventDetails(inc) {
     h("dt", {}, "stream time"), h("dd", {}, `${inc.start_s.toFixed(1)} s to ${(inc.end_s ?? inc.at_s).toFixed(1)} s`),
     h("dt", {}, "logged"), h("dd", {}, `${fmtTime(inc.first_logged_unix_s)} to ${fmtTime(inc.last_logged_unix_s)}`),
     h("dt", {}, "peak / mean"), h("dd", {}, `${fmtP(inc.peak_probability)} / ${fmtP(inc.mean_probability)} over ${inc.windows} windows`),
-    h("dt", {}, "members"), h("dd", { class: "muted" }, "per-member scores are not in the event log yet"),
+    h("dt", {}, "members"), membersList(inc.members),
     h("dt", {}, "review"), h("dd", { id: "review-state" },
       rv ? `${rv.verdict} by ${rv.user} at ${fmtTime(rv.reviewed_unix_s)}${rv.note ? ": " + rv.note : ""}` : "unreviewed")));
   const box = document.getElementById("review-box");
