@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,13 +29,13 @@ from actors.grid import CellBox, GridSpec
 from actors.quality import QualityMonitor, ReferenceStore
 from actors.records import CellStatus, SourceStatus, Verdict, WindowInfo, WindowResult
 from actors.scoring import Embed, Scorer, Vote
-from actors.sinks import Sink, parse_secrets
+from actors.sinks import Sink
 from actors.sources import LiveFrame, SourceConfig, StreamReader
+from actors.stream_sinks import mqtt_sink, webhook_sink
 from actors.thumbnails import LatestFrames
 from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
-from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig, expand_env
-from nexara.config.live import MqttConfig, WebhookConfig
-from nexara.errors import ConfigError, InvalidInputError
+from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig
+from nexara.errors import InvalidInputError
 
 __all__ = ["LiveModel", "SourceWorker", "worker_from_config"]
 
@@ -406,60 +405,4 @@ def worker_from_config(
         recorder=recorder,
         gate=gate,
         quality=quality,
-    )
-
-
-def webhook_sink(w: WebhookConfig, run: Path) -> Sink:
-    """The webhook sink of ``sinks.webhook``; its dead-letter file goes in the run folder ``run``."""
-    from actors.webhook import WebhookSink
-
-    secrets = None
-    if w.secret_env:
-        value = os.environ.get(w.secret_env)
-        if not value:
-            raise ConfigError(f"sinks.webhook.secret_env names {w.secret_env}, which is not set")
-        secrets = parse_secrets(value)  # several during key rotation, newest first
-    return WebhookSink(
-        expand_env(w.url),
-        secret=secrets,
-        timeout_s=w.timeout_s,
-        max_attempts=w.max_attempts,
-        backoff_initial_s=w.backoff_initial_s,
-        backoff_max_s=w.backoff_max_s,
-        dead_letter_path=run / "webhook-dead-letter.jsonl",
-    )
-
-
-def mqtt_sink(m: MqttConfig, camera: ResolvedCamera) -> Sink:
-    """The MQTT sink of ``sinks.mqtt`` for one source. Its cameras (the source, or a wall's named
-    cells) are announced to Home Assistant at connect; other cells when their first event comes."""
-    from actors.mqtt import MqttSink, MqttTls
-
-    password = None
-    if m.password_env:
-        password = os.environ.get(m.password_env)
-        if not password:
-            raise ConfigError(f"sinks.mqtt.password_env names {m.password_env}, which is not set")
-    g = camera.camera.grid
-    cameras = list(g.cell_ids) if g.cell_ids else ([camera.id] if g.cell_count == 1 else [])
-    tls = None
-    if m.uses_tls:
-        tls = MqttTls(
-            ca_file=m.tls_ca_file, cert_file=m.tls_cert_file, key_file=m.tls_key_file, insecure=m.tls_insecure
-        )
-    return MqttSink(
-        expand_env(m.host),
-        m.port,
-        client_id=m.client_id or f"{m.node_id}-{camera.id}",
-        topic_prefix=m.topic_prefix,
-        cameras=cameras,
-        discovery=m.discovery,
-        discovery_prefix=m.discovery_prefix,
-        node_id=m.node_id,
-        username=m.username,
-        password=password,
-        tls=tls,
-        keepalive_s=m.keepalive_s,
-        queue_size=m.queue_size,
-        reconnect_max_s=m.reconnect_max_s,
     )

@@ -327,7 +327,7 @@ def test_broker_down_never_blocks_and_reconnects(tmp_path: Path, cleanup: list[C
 def test_built_from_the_config(
     tmp_path: Path, cleanup: list[Callable[[], None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.stream import mqtt_sink
+    from actors.stream_sinks import mqtt_sink
     from nexara.config import parse_config
     from nexara.errors import ConfigError
 

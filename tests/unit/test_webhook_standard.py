@@ -194,7 +194,7 @@ def test_secrets_from_one_environment_variable(tmp_path: Path) -> None:
 def test_built_from_the_config_with_rotating_secrets_in_one_variable(
     tmp_path: Path, receivers: list[VerifyingReceiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.stream import webhook_sink
+    from actors.stream_sinks import webhook_sink
     from nexara.config import parse_config
     from nexara.errors import ConfigError
 
