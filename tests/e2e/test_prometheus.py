@@ -47,6 +47,7 @@ def test_prometheus_scrapes_the_live_metrics_through_rays_service_discovery(shar
     head = LocalHead(num_cpus=2, object_store_mb=256)
     head.start()
     procs: list[subprocess.Popen[bytes]] = []
+    passed = False
     try:
         deadline = time.monotonic() + 60
         while not head.service_discovery_file.is_file():
@@ -119,6 +120,7 @@ def test_prometheus_scrapes_the_live_metrics_through_rays_service_discovery(shar
         assert any(t["health"] == "up" and t["labels"]["instance"] in sd_targets for t in active), (active, sd)
         last = _query(base, exported_name("nexara_last_score", "gauge") + f'{{camera="{camera}"}}')
         assert last and 0.0 <= float(last[0]["value"][1]) <= 1.0
+        passed = True
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -127,3 +129,5 @@ def test_prometheus_scrapes_the_live_metrics_through_rays_service_discovery(shar
             except subprocess.TimeoutExpired:
                 p.kill()
         head.stop()
+        if passed:  # Ray's logs kept only when the test failed
+            shutil.rmtree(head.temp_dir, ignore_errors=True)
