@@ -37,7 +37,7 @@ from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
 from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig
 from nexara.errors import InvalidInputError
 
-__all__ = ["LiveModel", "SourceWorker", "worker_from_config"]
+__all__ = ["LiveModel", "SourceWorker", "runs_folder", "worker_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +343,19 @@ class SourceWorker:
 # --- construction from the resolved config --------------------------------------------------------
 
 
+def runs_folder(run_dir: Path, sinks_run_dir: str) -> Path:
+    """The folder of live runs (``sinks.run_dir``) when ``run_dir`` is one of its runs, else ``run_dir``
+    alone (a run folder given elsewhere): what retention prunes (never beside a foreign run folder) and
+    where drift references outlive a run. A relative ``sinks.run_dir`` is matched against the run's
+    parents, since actors run in Ray's working folder."""
+    runs = Path(sinks_run_dir)
+    parent = run_dir.parent
+    if runs.is_absolute():
+        return parent if parent == runs.resolve() else run_dir
+    tail = runs.parts
+    return parent if tail and parent.parts[-len(tail) :] == tail else run_dir
+
+
 def grid_of(g: GridConfig) -> Grid:
     """The windowing's grid for a camera's ``grid`` section."""
     if g.boxes:
@@ -385,7 +398,7 @@ def worker_from_config(
     quality = QualityMonitor(
         q,
         log=event_log,
-        store=ReferenceStore(q.drift_reference_dir or run / "drift-reference"),
+        store=ReferenceStore(q.drift_reference_dir or runs_folder(run, camera.sinks.run_dir) / "drift-reference"),
         model_version=model_version,
     )
     g = camera.camera.grid

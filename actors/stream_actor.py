@@ -22,7 +22,7 @@ from ray import serve
 
 from actors.quality import QualityMonitor
 from actors.records import SourceStatus
-from actors.stream import LiveModel, worker_from_config
+from actors.stream import LiveModel, runs_folder, worker_from_config
 from nexara.config import ResolvedCamera
 from nexara.config.live import CascadeConfig
 from nexara.errors import CameraError, ConfigError
@@ -124,7 +124,7 @@ class CameraManager:
         self._lock = asyncio.Lock()
         from actors.retention import RetentionTask
 
-        root = retention_root(Path(self.run_dir), self.cfg.sinks.run_dir)
+        root = runs_folder(Path(self.run_dir), self.cfg.sinks.run_dir)
         self.retention = RetentionTask(root, self.cfg.retention, event_log=self.cfg.sinks.event_log)
         self.retention.start()
 
@@ -239,18 +239,6 @@ class CameraManager:
             except Exception as exc:
                 logger.error("camera %s did not stop cleanly: %s", i, exc)
         return out
-
-
-def retention_root(run_dir: Path, sinks_run_dir: str) -> Path:
-    """What retention prunes: the folder of live runs (``sinks.run_dir``) when ``run_dir`` is one of its
-    runs, else ``run_dir`` alone (a run folder given elsewhere: never prune beside it). A relative
-    ``sinks.run_dir`` is matched against the run's parents, since actors run in Ray's working folder."""
-    runs = Path(sinks_run_dir)
-    parent = run_dir.parent
-    if runs.is_absolute():
-        return parent if parent == runs.resolve() else run_dir
-    tail = runs.parts
-    return parent if tail and parent.parts[-len(tail) :] == tail else run_dir
 
 
 def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str) -> Any:

@@ -215,15 +215,16 @@ def test_section_rules_and_runs_discovery(tmp_path: Path) -> None:
 
 
 def test_the_camera_manager_prunes_the_live_runs_folder_only_around_its_own_runs(tmp_path: Path) -> None:
-    """A run inside ``sinks.run_dir`` (absolute, or relative as the config gives it and matched against the
-    run's parents, since actors run in Ray's folder) prunes that folder of runs; a run folder given
-    anywhere else prunes only itself, never its neighbours."""
-    from actors.stream_actor import retention_root
+    """The camera manager's retention root (and where drift references are kept): a run inside
+    ``sinks.run_dir`` (absolute, or relative as the config gives it, matched against the run's parents since
+    actors run in Ray's folder) gives that folder of runs; a run folder given anywhere else only itself,
+    so its neighbours are never pruned."""
+    from actors.stream import runs_folder
 
     runs = tmp_path / "runs" / "live"
     run = runs / "20261125T170000Z"
-    assert retention_root(run, str(runs)) == runs
-    assert retention_root(run, "runs/live") == runs
+    assert runs_folder(run, str(runs)) == runs
+    assert runs_folder(run, "runs/live") == runs
     elsewhere = tmp_path / "mine" / "run"
-    assert retention_root(elsewhere, str(runs)) == elsewhere
-    assert retention_root(elsewhere, "runs/live") == elsewhere
+    assert runs_folder(elsewhere, str(runs)) == elsewhere
+    assert runs_folder(elsewhere, "runs/live") == elsewhere
