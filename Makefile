@@ -47,12 +47,19 @@ setup-browser: $(BROWSER)
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
 DEMO_CLIPS := $(wildcard $(CLIPS)/fight/fi00*.mp4 $(CLIPS)/fight/fi010.mp4 $(CLIPS)/noFight/nofi00*.mp4 $(CLIPS)/noFight/nofi010.mp4)
-# The main job: a 2x2 monitor wall composed at run time from ordinary CCTV clips in ../shared, watched
-# live (Serve app + stream actors, grid detected from the frames). Expect no alert.
-DEMO_WALL := $(addprefix $(CLIPS)/noFight/,nofi108.mp4 nofi092.mp4 nofi150.mp4 nofi068.mp4 nofi092.mp4 nofi068.mp4 nofi150.mp4 nofi108.mp4)
+# The main job: a 2x2 monitor wall composed at run time from real CCTV clips in ../shared (three cells of
+# ordinary street and indoor footage, one cell where a street fight starts after ~7 s), watched live
+# (Serve app, stream actors, the default model); expect one alert, for cell r1c1, with its evidence clip.
+VP := $(SHARED)/data/vioperu
+DEMO_ORDINARY_1 := $(VP)/noFight/nf109and.mp4,$(VP)/noFight/nf66and.mp4,$(VP)/noFight/nf70and.mp4
+DEMO_ORDINARY_2 := $(VP)/hardNegative/val_nfand02.mp4,$(VP)/hardNegative/val_nfand01.mp4
+SF_NO := $(CLIPS)/noFight
+DEMO_ORDINARY_3 := $(SF_NO)/nofi084.mp4,$(SF_NO)/nofi085.mp4,$(SF_NO)/nofi079.mp4,$(SF_NO)/nofi078.mp4,$(SF_NO)/nofi083.mp4,$(SF_NO)/nofi087.mp4
+DEMO_FIGHT_CELL := $(CLIPS)/noFight/nofi086.mp4,$(VP)/noFight/nf70and.mp4,$(VP)/fight/f14tala.mp4,$(VP)/fight/f60tala.mp4
 demo: setup
-	.venv/bin/nexara demo-wall $(RUN)/demo-wall.mp4 --seconds 20 --clips $(DEMO_WALL)
-	.venv/bin/nexara watch $(RUN)/demo-wall.mp4 --grid auto --pacing fast --run-dir $(RUN)/watch
+	.venv/bin/nexara demo-wall $(RUN)/demo-wall.mp4 --seconds 20 --cell-size 640x360 --fps 25 \
+		--cell $(DEMO_ORDINARY_1) --cell $(DEMO_ORDINARY_2) --cell $(DEMO_ORDINARY_3) --cell $(DEMO_FIGHT_CELL)
+	.venv/bin/nexara watch $(RUN)/demo-wall.mp4 --grid 2x2 --pacing fast --run-dir $(RUN)/watch
 
 # Clip-level verdicts on 18 shared clips (Ray Data for >= 16 inputs).
 demo-predict: setup
