@@ -1,4 +1,5 @@
-"""`nexara predict` with the shipped default model on real shared clips, a corrupt file and a directory."""
+"""`nexara predict` with the default model of the test run (the motion model, see tests/conftest.py) on real shared
+clips, a corrupt file and a directory (the shipped clip model: tests/e2e/test_default_model.py)."""
 
 from __future__ import annotations
 
