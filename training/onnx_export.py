@@ -14,7 +14,6 @@ from nexara.errors import ExportError
 log = logging.getLogger(__name__)
 
 
-
 class _FloatBackbone(torch.nn.Module):
     """The backbone's float path (uint8 NHWC in, features out) as a plain traceable module."""
 
