@@ -61,8 +61,9 @@ def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
 
 def embedding_deployment(cfg: NexaraConfig) -> str:
     """The deployment that embeds this model's pixels: ``ClipBackbone`` for a model on a clip backbone
-    (manifest ``clip`` entry), else ``Backbone``. (A frame model whose members all read motion still gets
-    ``Backbone``: the ``VotingEnsemble`` deployment takes frame features with every window.)"""
+    (manifest ``clip`` entry), else ``Backbone``. (A frame model whose members all read motion still gets a
+    ``Backbone`` deployment, which builds no CNN and answers ``(n, 0)`` features: the stream actors' request
+    path stays the same for every frame model.)"""
     from nexara.voting import DEFAULT_MODEL_DIR  # torch: only when an app is built
 
     manifest = read_manifest(cfg.serve.model_dir or DEFAULT_MODEL_DIR, verify=False)
