@@ -92,6 +92,20 @@ def console(ray_local: None, shared_clips: Path, tmp_path_factory: pytest.TempPa
     yield {"cfg": cfg, "url": url, "log": log, "clip": clip, "run_dir": run_dir}
     log.close()
     serve.shutdown()
+    _kill_manager(cfg.serve.app_name)
+
+
+def _kill_manager(app_name: str) -> None:
+    """The camera manager is a detached actor (it outlives ingress restarts): a later module's app of the same
+    name would otherwise get this one, with this module's settings (no webhook, this run folder)."""
+    import ray
+
+    from actors.stream_actor import get_manager
+
+    try:
+        ray.kill(get_manager(app_name))
+    except ValueError:  # never created
+        pass
 
 
 def _signed_in(url: str, name: str) -> tuple[httpx.Client, str]:

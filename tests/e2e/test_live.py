@@ -93,6 +93,11 @@ def live(ray_local: None, shared_clips: Path, tmp_path_factory: pytest.TempPathF
     yield {"cfg": cfg, "client": client, "run_dir": run_dir, "hook_port": hook_port}
     client.close()
     serve.shutdown()
+    import ray
+
+    from actors.stream_actor import get_manager
+
+    ray.kill(get_manager(cfg.serve.app_name))  # detached: a later module's app would get this one's settings
 
 
 def _wait_ended(client: httpx.Client, camera_id: str, timeout_s: float = 300) -> dict[str, Any]:
