@@ -18,7 +18,6 @@ from nexara.model_manifest import FeatureConfig, ModelManifest, feature_config
 
 if TYPE_CHECKING:
     from nexara.media import Source
-    from nexara.motion import MotionSpec
 
 __all__ = ["DEFAULT_WINDOW_HOP_S", "ClipDecoder", "DecodedClip", "Input", "model_reads"]
 
@@ -78,7 +77,7 @@ class ClipDecoder:
         backbone), windows (clip backbone), the motion statistics of the clip or of each window. Unreadable
         input raises a :class:`~nexara.errors.MediaError`."""
         from nexara.media import probe, sample_clip, sample_windows
-        from nexara.motion import clip_motion, motion_from_gray, window_motion
+        from nexara.motion import clip_motion, gray_frames, motion_from_gray, window_motion
 
         fc = self.feature_config
         motion = None
@@ -108,26 +107,7 @@ class ClipDecoder:
         if fc.motion is not None and frames is not None:
             motion = clip_motion(source, spec=fc.motion, timeout_s=timeout_s)[None]
         elif fc.motion is not None:  # motion only: no frame decoded for a backbone; the container's duration
-            grays, times = _gray_frames(source, fc.motion, timeout_s)
+            grays, times = gray_frames(source, fc.motion, timeout_s=timeout_s)
             motion, used = motion_from_gray(grays, times, fc.motion)[None], len(grays)
             duration = probe(source, timeout_s=timeout_s).duration_s
         return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([float(duration or 0.0)]), used, duration)
-
-
-def _gray_frames(source: Source, spec: MotionSpec, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gray frames ``(N, H, W)`` uint8 at ``spec.fps``/``spec.size_hw`` and their times, decoded exactly as
-    :func:`nexara.motion.clip_motion` decodes them (its statistics, bit for bit, and how many frames)."""
-    import cv2
-
-    from nexara.media import iter_frames
-
-    cv2.setNumThreads(1)
-    grays: list[np.ndarray] = []
-    times: list[float] = []
-    with iter_frames(source, fps=spec.fps, size_hw=spec.size_hw, resize="squash", timeout_s=timeout_s) as frames:
-        for frame in frames:
-            grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
-            times.append(frame.time_s)
-    h, w = spec.size_hw
-    stack = np.stack(grays) if grays else np.zeros((0, h, w), dtype=np.uint8)
-    return stack, np.asarray(times, dtype=np.float64)

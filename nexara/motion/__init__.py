@@ -54,7 +54,7 @@ OpenCV is imported lazily and limited to one thread per call, so the module is c
 and safe in Ray tasks with fractional CPUs.
 """
 
-from nexara.motion.clips import clip_motion, motion_from_flows, motion_from_gray, window_motion
+from nexara.motion.clips import clip_motion, gray_frames, motion_from_flows, motion_from_gray, window_motion
 from nexara.motion.flow import pair_flow, pool_gray
 from nexara.motion.spec import MOTION_DIM, MOTION_VERSION, FarnebackParams, MotionSpec, motion_feature_names
 
@@ -64,6 +64,7 @@ __all__ = [
     "FarnebackParams",
     "MotionSpec",
     "clip_motion",
+    "gray_frames",
     "motion_feature_names",
     "motion_from_flows",
     "motion_from_gray",

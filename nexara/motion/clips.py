@@ -24,7 +24,7 @@ from nexara.motion.stats import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["clip_motion", "motion_from_flows", "motion_from_gray", "window_motion"]
+__all__ = ["clip_motion", "gray_frames", "motion_from_flows", "motion_from_gray", "window_motion"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,13 +157,42 @@ def clip_motion(
     ``max_seconds`` keeps only the first seconds of the video (needed for live streams).
     Unreadable sources raise the typed :class:`nexara.errors.MediaError` subclasses.
     """
-    import cv2
-
     spec = spec or MotionSpec()
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
-    cv2.setNumThreads(1)
     started = time.perf_counter()
+    grays, times = gray_frames(source, spec, timeout_s=timeout_s, max_seconds=max_seconds, options=options)
+    decoded = time.perf_counter()
+    vec = motion_from_gray(grays, times, spec)
+    logger.debug(
+        "%s: motion from %d frames: decode %.0f ms, features %.0f ms",
+        _label(source),
+        len(grays),
+        (decoded - started) * 1e3,
+        (time.perf_counter() - decoded) * 1e3,
+    )
+    return vec
+
+
+def _label(source: Source) -> str:
+    return "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+
+
+def gray_frames(
+    source: Source,
+    spec: MotionSpec,
+    *,
+    timeout_s: float = 10.0,
+    max_seconds: float | None = None,
+    options: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frames the motion statistics read: ``(N, H, W)`` uint8 gray at ``spec.fps`` and ``spec.size_hw``
+    (squashed by :func:`nexara.media.iter_frames`, then OpenCV's RGB -> gray) and their times (s);
+    ``max_seconds`` keeps only the first seconds. The one decode behind :func:`clip_motion`,
+    :func:`window_motion` and the model runtime."""
+    import cv2
+
+    cv2.setNumThreads(1)
     grays: list[np.ndarray] = []
     times: list[float] = []
     with iter_frames(
@@ -174,18 +203,9 @@ def clip_motion(
                 break
             grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
             times.append(frame.time_s)
-    decoded = time.perf_counter()
     h, w = spec.size_hw
     stack = np.stack(grays) if grays else np.zeros((0, h, w), dtype=np.uint8)
-    vec = motion_from_gray(stack, np.asarray(times, dtype=np.float64), spec)
-    logger.debug(
-        "%s: motion from %d frames: decode %.0f ms, features %.0f ms",
-        frames.label,
-        len(grays),
-        (decoded - started) * 1e3,
-        (time.perf_counter() - decoded) * 1e3,
-    )
-    return vec
+    return stack, np.asarray(times, dtype=np.float64)
 
 
 def window_motion(
@@ -203,22 +223,13 @@ def window_motion(
     :class:`~actors.motion_window.MotionBuffer` holds when that window is cut, so a model trained on these
     vectors sees the live path's statistics. A window with fewer than two frames gives the zero vector.
     """
-    import cv2
-
     spec = spec or MotionSpec()
-    cv2.setNumThreads(1)
-    grays: list[np.ndarray] = []
-    times: list[float] = []
-    with iter_frames(source, fps=spec.fps, size_hw=spec.size_hw, resize="squash", timeout_s=timeout_s) as frames:
-        for frame in frames:
-            grays.append(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY))
-            times.append(frame.time_s)
-    t = np.asarray(times, dtype=np.float64)
+    grays, t = gray_frames(source, spec, timeout_s=timeout_s)
     out = np.zeros((len(bounds_s), MOTION_DIM), dtype=np.float32)
     eps = 1e-6
     for i, (start, end) in enumerate(bounds_s):
         idx = np.flatnonzero((t >= start - eps) & (t < end - eps))
         idx = idx[-(round((end - start) * spec.fps) + 1) :]
         if len(idx) >= 2:
-            out[i] = motion_from_gray(np.stack([grays[j] for j in idx]), t[idx], spec)
+            out[i] = motion_from_gray(grays[idx], t[idx], spec)
     return out
