@@ -44,6 +44,26 @@ $(BROWSER):
 
 setup-browser: $(BROWSER)
 
+# What a `ray up` node needs (cluster/*.yaml run it there): the project venv from uv.lock and the I3D
+# weights, rsync (Ray's file mounts) and netcat (the configs' SSH ProxyCommand); not the test servers.
+CLUSTER_TOOLS := /usr/bin/rsync /usr/bin/nc
+$(CLUSTER_TOOLS):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsync netcat-openbsd; \
+	else echo "missing $@: run 'sudo apt-get install rsync netcat-openbsd'" >&2; exit 1; fi
+
+setup-node: .venv/.synced $(I3D_WEIGHTS) $(CLUSTER_TOOLS)
+
+# Debian's OpenSSH server for the slow `ray up` test (tests/e2e/test_ray_up.py starts its own sshd on a
+# loopback port); only the slow tests need it.
+SSHD := /usr/sbin/sshd
+$(SSHD):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client; \
+	else echo "missing $@: run 'sudo apt-get install openssh-server'" >&2; exit 1; fi
+
+setup-sshd: $(SSHD) $(CLUSTER_TOOLS)
+.PHONY: setup-node setup-sshd
+test-slow: setup-sshd
+
 # Main job: the shipped default model on 18 real CCTV clips (fight and not), through Ray Data on a
 # private local Ray instance (16 or more inputs take the Ray path).
 DEMO_CLIPS := $(wildcard $(CLIPS)/fight/fi00*.mp4 $(CLIPS)/fight/fi010.mp4 $(CLIPS)/noFight/nofi00*.mp4 $(CLIPS)/noFight/nofi010.mp4)
