@@ -45,6 +45,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from training.finetune import BACKBONE_FILE, REPORT_FILE, run_finetune
+
+    cfg = load_cfg(args)
+    if args.storage:
+        cfg.training.storage_path = args.storage
+    out = Path(args.out)
+    report = run_finetune(Path(args.manifest), out, cfg, cv=not args.no_cv, final=not args.no_final)
+    for name, m in report.per_dataset.items():
+        sys.stdout.write(
+            f"{name}: {m['clips']} clips / {m['windows']} windows out of fold: clip AUC {m['clip_auc']:.3f} "
+            f"acc {m['clip_accuracy']:.3f}, window AUC {m['window_auc']:.3f}\n"
+        )
+    if report.final_wall_s is not None:
+        sys.stdout.write(f"fine-tuned backbone: {out / BACKBONE_FILE} (use it as model.weights)\n")
+    sys.stdout.write(f"report: {out / REPORT_FILE}\n")
+    return 0
+
+
 _MANIFEST_HELP = (
     "dataset manifest the features came from, for per-dataset metrics and hard negatives "
     "(default: manifest.parquet beside the feature folder, if there)"
@@ -72,3 +91,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--version", help="model version string (default: a timestamp)")
     tr.add_argument("--manifest", help=_MANIFEST_HELP)
     tr.set_defaults(func=cmd_train)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune the clip backbone's last blocks with a head under Ray Train (grouped CV, then all clips)",
+    )
+    ft.add_argument("manifest", help="dataset manifest from `nexara dataset scan --folds K` (clips, labels, folds)")
+    ft.add_argument("--out", required=True, help="folder for backbone.pt, head.pt, finetune.json")
+    ft.add_argument("--storage", help="Ray Train storage path (local folder or cloud URI)")
+    ft.add_argument("--no-cv", action="store_true", help="skip the grouped CV (fit on all clips only)")
+    ft.add_argument("--no-final", action="store_true", help="grouped CV only (no fit on all clips)")
+    ft.set_defaults(func=cmd_finetune)

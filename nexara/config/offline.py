@@ -196,6 +196,33 @@ def _default_members() -> list[MemberConfig]:
     ]
 
 
+class FinetuneConfig(Model):
+    """`nexara finetune`: the clip backbone's last blocks (or the whole network) trained with a linear head on
+    its pooled features, under Ray Train (DDP across workers, AMP on CUDA), windows read through Ray Data."""
+
+    train_blocks: list[str] = Field(
+        default_factory=lambda: ["Mixed_5b", "Mixed_5c"],
+        description="Backbone blocks trained (I3D: Mixed_3b..Mixed_5c, Conv3d_*); ['all'] = the whole network, "
+        "[] = the head alone (the frozen-backbone baseline).",
+    )
+    epochs: int = Field(3, ge=1, le=200, description="Passes over the training windows.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Windows per step on each worker.")
+    lr_backbone: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate of the trained backbone blocks.")
+    lr_head: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of the head.")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW weight decay.")
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (DDP ranks; one GPU each with use_gpu).")
+    cpus_per_worker: float = Field(1.0, gt=0, le=256, description="CPUs per worker (without GPUs).")
+    use_gpu: bool = Field(False, description="One GPU per worker; AMP (bf16 where supported, else fp16) on.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per CPU worker.")
+    seed: int = Field(0, ge=0, description="Seed of the head's initialisation and the window order.")
+
+    @model_validator(mode="after")
+    def _check_blocks(self) -> FinetuneConfig:
+        if "all" in self.train_blocks and len(self.train_blocks) > 1:
+            raise ValueError("train_blocks: 'all' stands alone")
+        return self
+
+
 class TrainingSection(Model):
     """Ensemble training, evaluation and export (`nexara train`, `nexara evaluate`)."""
 
@@ -236,6 +263,10 @@ class TrainingSection(Model):
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per member fit.")
     use_gpu: bool = Field(False, description="Train members on GPU workers (one GPU each).")
     seed: int = Field(0, ge=0, description="Seed of the CV folds and inner splits.")
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,  # type: ignore[arg-type]
+        description="Fine-tuning the clip backbone (`nexara finetune`).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSection:
