@@ -49,6 +49,13 @@ class MemberEntry(_Model):
     best_epoch: int | None = None
 
 
+class BackboneWeightsEntry(_Model):
+    """The backbone's own weights when they are not the registry's stock ones (a fine-tuned backbone)."""
+
+    file: str = Field(description="state_dict file, relative to the manifest folder.")
+    sha256: str
+
+
 class MotionEntry(_Model):
     version: str
     hash: str
@@ -101,6 +108,11 @@ class ModelManifest(_Model):
     )
     clip_aggregation: Literal["max", "mean"] | None = Field(
         None, description="Clip backbones: how a clip's score is made of its windows' probabilities."
+    )
+    backbone_weights: BackboneWeightsEntry | None = Field(
+        None,
+        description="The backbone's weights file when the features were made with `model.weights` (e.g. a "
+        "fine-tuned backbone); None: the registry's stock weights.",
     )
     members: list[MemberEntry] = Field(min_length=1)
     vote: Literal["soft", "majority", "k_of_n"] = "soft"
@@ -164,6 +176,13 @@ def read_manifest(folder: str | Path, *, verify: bool = True) -> ModelManifest:
                 raise ModelError(f"{path}: member {m.name}: weights file missing: {wf}")
             if sha256_file(wf) != m.sha256:
                 raise ModelError(f"{path}: member {m.name}: {wf.name} does not match its sha256 in the manifest")
+        bw = manifest.backbone_weights
+        if bw is not None:
+            wf = path.parent / bw.file
+            if not wf.is_file():
+                raise ModelError(f"{path}: backbone weights file missing: {wf}")
+            if sha256_file(wf) != bw.sha256:
+                raise ModelError(f"{path}: backbone weights {wf.name} do not match their sha256 in the manifest")
     return manifest
 
 

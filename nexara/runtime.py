@@ -222,7 +222,10 @@ class ModelRuntime:
         self.model = model
         self.manifest = model.manifest
         self.device = device
-        self.weights = weights
+        # the backbone's weights: an explicit override (model.weights), else the model's own (a fine-tuned
+        # backbone shipped in its folder), else the registry's stock weights
+        own = self.manifest.backbone_weights
+        self.weights = weights if weights is not None else (str(model.folder / own.file) if own else None)
         #: the first stage: what the members read, and clips decoded for them (manifest checked here)
         self.decoder = ClipDecoder(self.manifest)
         self.feature_config: FeatureConfig = self.decoder.feature_config

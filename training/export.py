@@ -2,7 +2,8 @@
 threshold, tiers and the backbone's preprocessing into a model manifest folder. A model on a clip backbone
 also records its clip spec, the training windows' hop and the clip-level aggregation; its weights,
 temperature and threshold are fitted on the window-level out-of-fold predictions (windows are what the
-live path scores).
+live path scores). Features made with ``model.weights`` (a fine-tuned backbone from ``nexara finetune``) put
+that weights file in the model folder too, so every runtime builds the backbone the members were trained on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nexara.backbones import backbone_kind, effective_clip_spec
 from nexara.config import NexaraConfig
 from nexara.metrics import apply_temperature, classification_report, logit, soft_vote
 from nexara.model_manifest import (
+    BackboneWeightsEntry,
     ClipPreprocessingEntry,
     MemberEntry,
     ModelManifest,
@@ -73,6 +75,14 @@ def export_model(
                 input=by_name[name].input,
             )
         )
+    backbone_weights = None
+    if cfg.model.weights:  # features made with other weights than the stock ones: the model carries them
+        import shutil
+
+        src = Path(cfg.model.weights).expanduser()
+        dst = out_dir / f"backbone{src.suffix or '.pt'}"
+        shutil.copyfile(src, dst)
+        backbone_weights = BackboneWeightsEntry(file=dst.name, sha256=sha256_file(dst))
     cv_metrics = {name: {k: v for k, v in s["metrics"].items() if k in _REPORTED} for name, s in cv.summary.items()}
     oof = apply_temperature(logit(soft_vote(cv.oof_member_probs, weights)), temperature)
     clip_entry, hop_s, aggregation, clip_metrics = None, None, None, {}
@@ -94,6 +104,7 @@ def export_model(
         clip=clip_entry,
         window_hop_s=hop_s,
         clip_aggregation=aggregation,
+        backbone_weights=backbone_weights,
         members=entries,
         vote="soft",
         weights=[float(w) for w in weights],

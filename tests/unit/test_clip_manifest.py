@@ -118,3 +118,43 @@ def test_window_fields_round_trip_and_belong_to_clip_models(tmp_path: Path) -> N
     (tmp_path / "frame" / MANIFEST_FILE).write_text(json.dumps(frame))
     with pytest.raises(ModelError, match="belong to a model on a clip backbone"):
         read_manifest(tmp_path / "frame")
+
+
+def test_a_model_with_its_own_backbone_weights_builds_that_backbone(tmp_path: Path) -> None:
+    """A model trained on features of a fine-tuned backbone (`model.weights`) carries that file: the runtime
+    builds the backbone from it (unless told otherwise), and a changed file fails at load."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from model_factory import SMALL_CLIP, write_model
+
+    from nexara.backbones.i3d import build_i3d
+    from nexara.model_manifest import BackboneWeightsEntry, sha256_file
+    from nexara.runtime import ModelRuntime
+
+    folder = write_model(tmp_path / "m", clip=SMALL_CLIP, inputs=("appearance",))
+    tuned = build_i3d(pretrained=False)  # random weights: features unlike the stock backbone's
+    torch.save(tuned.state_dict(), folder / "backbone.pt")
+    entry = BackboneWeightsEntry(file="backbone.pt", sha256=sha256_file(folder / "backbone.pt"))
+    manifest = read_manifest(folder).model_copy(update={"backbone_weights": entry})
+    write_manifest(manifest, folder)
+    assert read_manifest(folder).backbone_weights == manifest.backbone_weights
+
+    runtime = ModelRuntime.from_manifest(folder, device="cpu")
+    assert runtime.weights == str(folder / "backbone.pt")
+    windows = torch.randint(0, 255, (1, SMALL_CLIP.num_frames, 128, 128, 3), dtype=torch.uint8)
+    from nexara.backbones import create_clip_backbone
+
+    with torch.no_grad():
+        own = runtime.clip_backbone(windows).pooled
+        stock = create_clip_backbone(I3D_KINETICS400, spec=SMALL_CLIP)(windows).pooled
+    assert runtime.clip_backbone.weights_source == str(folder / "backbone.pt")
+    assert own.shape == stock.shape == (1, 1024) and not torch.allclose(own, stock)
+    # an explicit model.weights still wins
+    assert ModelRuntime.from_manifest(folder, device="cpu", weights="/elsewhere.pt").weights == "/elsewhere.pt"
+
+    (folder / "backbone.pt").write_bytes(b"changed")
+    with pytest.raises(ModelError, match=r"backbone weights backbone\.pt do not match their sha256"):
+        read_manifest(folder)
