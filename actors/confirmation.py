@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -25,7 +26,9 @@ from nexara.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 EventKind = Literal["start", "update", "end"]
-EndReason = Literal["quiet", "max_duration", "stream_end"]
+#: ``interrupted``: the stream actor or process that owned the incident died; the incident was closed when its
+#: camera started again (:func:`actors.recovery.close_interrupted`)
+EndReason = Literal["quiet", "max_duration", "stream_end", "interrupted"]
 
 
 def _is_number(value: object) -> bool:
@@ -84,10 +87,13 @@ class Confirmer:
     """Turns one cell's stream of window probabilities into :class:`AlertEvent` s. Not thread-safe:
     one stream actor owns one confirmer per cell."""
 
-    def __init__(self, camera_id: str, cfg: ConfirmationSection | None = None) -> None:
+    def __init__(self, camera_id: str, cfg: ConfirmationSection | None = None, run_tag: str | None = None) -> None:
         if not camera_id:
             raise InvalidInputError("camera_id must be a non-empty string")
         self.camera_id = camera_id
+        # in every event id: a restarted camera counts its incidents from 1 and its stream time from 0 again,
+        # and must not reuse the ids (idempotency keys) of the incidents logged before it died
+        self.run_tag = run_tag if run_tag is not None else secrets.token_hex(3)
         self.cfg = cfg if cfg is not None else ConfirmationSection()  # type: ignore[call-arg]
         # (window_start_s, window_end_s, probability) of the last n windows while idle.
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=self.cfg.n)
@@ -153,7 +159,7 @@ class Confirmer:
         start_s = included[0][0]
         self._counter += 1
         incident = _Incident(
-            event_id=f"{self.camera_id}-{round(start_s * 1000)}-{self._counter}",
+            event_id=f"{self.camera_id}-{round(start_s * 1000)}-{self._counter}-{self.run_tag}",
             start_s=start_s,
             peak=0.0,
             total=0.0,

@@ -31,7 +31,7 @@ from actors.records import CellStatus, SourceStatus, Verdict, WindowInfo, Window
 from actors.scoring import Embed, Scorer, Vote
 from actors.sinks import Sink
 from actors.sources import LiveFrame, SourceConfig, StreamReader
-from actors.stream_sinks import mqtt_sink, webhook_sink
+from actors.stream_sinks import WEBHOOK_DEAD_LETTER, WEBHOOK_DELIVERED, mqtt_sink, webhook_sink
 from actors.thumbnails import LatestFrames
 from actors.windowing import CellWindower, Grid, LiveModel, layout_cells
 from nexara.config import ConfirmationSection, GridConfig, ResolvedCamera, WindowsConfig
@@ -379,13 +379,29 @@ def worker_from_config(
     """A :class:`SourceWorker` for a resolved camera: event log, evidence clips, webhook and MQTT sinks
     (files inside ``run_dir``), its quality monitor (drift references kept per ``model_version``);
     ``gate``: the cascade's gate (``serve.cascade``), if any."""
+    from actors.recovery import close_interrupted, source_cameras, undelivered
+
     run = Path(run_dir)
     sinks_cfg = camera.sinks
     sinks: list[Sink] = list(extra_sinks)
+    event_log = EventLog(run / sinks_cfg.event_log)
+    g = camera.camera.grid
+    # a previous actor of this source died (killed, or its `nexara watch` was): its incidents left open are
+    # ended ("interrupted"), and what its webhook had not delivered is sent first (actors/recovery.py)
+    mine = source_cameras(camera.id, g.cell_ids)
+    closed = close_interrupted(event_log, mine)
+    hook = None
     if sinks_cfg.webhook is not None:
-        sinks.append(webhook_sink(sinks_cfg.webhook, run))
+        hook = webhook_sink(sinks_cfg.webhook, run)
+        sinks.append(hook)
+        for data in undelivered(event_log, mine, run / WEBHOOK_DELIVERED, run / WEBHOOK_DEAD_LETTER, camera.id):
+            hook.submit(data)
     if sinks_cfg.mqtt is not None:
         sinks.append(mqtt_sink(sinks_cfg.mqtt, camera))
+    for data in closed:
+        for sink in sinks:
+            if sink is not hook:  # the webhook got them above, with the rest of what it had not delivered
+                sink.submit({**data, "source_id": camera.id})
     recorder = None
     if sinks_cfg.clips:
         from actors.recorder import ClipRecorder
@@ -393,7 +409,6 @@ def worker_from_config(
         recorder = ClipRecorder(
             run / "clips", pre_s=sinks_cfg.clip_pre_s, post_s=sinks_cfg.clip_post_s, margin_s=camera.evidence_lag_s
         )
-    event_log = EventLog(run / sinks_cfg.event_log)
     q = camera.quality
     quality = QualityMonitor(
         q,
@@ -401,7 +416,6 @@ def worker_from_config(
         store=ReferenceStore(q.drift_reference_dir or runs_folder(run, camera.sinks.run_dir) / "drift-reference"),
         model_version=model_version,
     )
-    g = camera.camera.grid
     return SourceWorker(
         camera.id,
         SourceConfig.from_camera(camera),

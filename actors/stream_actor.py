@@ -121,7 +121,10 @@ class CameraManager:
         self.app_name = app_name
         self.actors: dict[str, Any] = {}
         self.configs: dict[str, dict[str, Any]] = {}
+        self.resolved: dict[str, ResolvedCamera] = {}
+        self.restarts: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._supervisor: asyncio.Task[None] | None = None
         from actors.retention import RetentionTask
 
         root = runs_folder(Path(self.run_dir), self.cfg.sinks.run_dir)
@@ -134,6 +137,7 @@ class CameraManager:
             "event_log": str(Path(self.run_dir) / self.cfg.sinks.event_log),
             "app_name": self.app_name,
             "cameras": sorted(self.actors),
+            "restarts": dict(self.restarts),
             "retention": {"root": str(self.retention.root), "passes": self.retention.passes},
         }
 
@@ -152,12 +156,12 @@ class CameraManager:
             raise CameraError("invalid_camera", str(exc)) from None
         if "://" not in cam.url and cam.format is None and not Path(cam.url).exists():
             raise CameraError("source_not_found", f"camera {cam.id}: source file not found: {cam.url}")
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise())
         async with self._lock:
             if cam.id in self.actors:
                 raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")
-            actor = StreamActor.options(  # type: ignore[attr-defined]
-                num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
-            ).remote(resolved, self.run_dir, self.app_name, self.cfg.serve.cascade)
+            actor = self._new_actor(resolved)
             timeout = self.cfg.serve.camera_start_timeout_s
             try:
                 status = await asyncio.wait_for(actor.start.remote(), timeout)
@@ -178,12 +182,52 @@ class CameraManager:
                 raise CameraError("camera_failed", f"camera {cam.id} could not start: {cause}") from None
             self.actors[cam.id] = actor
             self.configs[cam.id] = cam.model_dump(mode="json")
+            self.resolved[cam.id] = resolved
+            self.restarts.setdefault(cam.id, 0)
             return status
+
+    def _new_actor(self, resolved: ResolvedCamera) -> Any:
+        return StreamActor.options(  # type: ignore[attr-defined]
+            num_cpus=self.cfg.serve.stream_num_cpus, max_concurrency=64
+        ).remote(resolved, self.run_dir, self.app_name, self.cfg.serve.cascade)
+
+    async def _supervise(self, every_s: float = 1.0) -> None:
+        """A camera whose stream actor died (its process killed, its node lost) gets a new one: the camera
+        comes back with its config, closing the incidents the dead one left open (actors/recovery.py)."""
+        from ray.exceptions import ActorDiedError
+
+        while True:
+            await asyncio.sleep(every_s)
+            for camera_id, actor in list(self.actors.items()):
+                try:
+                    await asyncio.wait_for(actor.status.remote(), 30.0)
+                except ActorDiedError:
+                    try:
+                        await self._restart(camera_id, actor)
+                    except Exception as exc:  # tried again at the next round
+                        logger.error("camera %s: stream actor not restarted: %s", camera_id, exc)
+                except Exception:  # slow or briefly unreachable: not dead
+                    continue
+
+    async def _restart(self, camera_id: str, dead: Any) -> None:
+        async with self._lock:
+            if self.actors.get(camera_id) is not dead:  # removed or restarted meanwhile
+                return
+            logger.warning("camera %s: its stream actor died; starting a new one", camera_id)
+            actor = self._new_actor(self.resolved[camera_id])
+            try:
+                await asyncio.wait_for(actor.start.remote(), self.cfg.serve.camera_start_timeout_s)
+            except BaseException:
+                ray.kill(actor)
+                raise
+            self.actors[camera_id] = actor
+            self.restarts[camera_id] = self.restarts.get(camera_id, 0) + 1
 
     async def remove(self, camera_id: str) -> SourceStatus:
         async with self._lock:
             actor = self.actors.pop(camera_id, None)
             self.configs.pop(camera_id, None)
+            self.resolved.pop(camera_id, None)
         if actor is None:
             raise CameraError("camera_not_found", f"no camera {camera_id}")
         try:
@@ -219,14 +263,17 @@ class CameraManager:
         return data  # type: ignore[no-any-return]
 
     async def cameras(self) -> list[SourceStatus]:
+        """Every camera's status (a camera whose stream actor died is left out until its new one runs)."""
         ids = sorted(self.actors)
-        statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids))
-        return list(statuses)
+        statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids), return_exceptions=True)
+        return [s for s in statuses if isinstance(s, SourceStatus)]
 
     async def wait_all(self, timeout_s: float | None = None) -> bool:
-        """True once every source has ended (files), False on timeout."""
-        results = await asyncio.gather(*(a.wait.remote(timeout_s) for a in self.actors.values()))
-        return all(results)
+        """True once every source has ended (files), False on timeout (or while a stream actor restarts)."""
+        results = await asyncio.gather(
+            *(a.wait.remote(timeout_s) for a in self.actors.values()), return_exceptions=True
+        )
+        return all(r is True for r in results)
 
     async def stop_all(self) -> list[SourceStatus]:
         """Stop every camera and the retention task (the app's shutdown)."""

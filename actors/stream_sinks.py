@@ -12,7 +12,10 @@ from nexara.config import ResolvedCamera, expand_env
 from nexara.config.live import MqttConfig, WebhookConfig
 from nexara.errors import ConfigError
 
-__all__ = ["mqtt_sink", "webhook_sink"]
+__all__ = ["WEBHOOK_DEAD_LETTER", "WEBHOOK_DELIVERED", "mqtt_sink", "webhook_sink"]
+
+WEBHOOK_DEAD_LETTER = "webhook-dead-letter.jsonl"
+WEBHOOK_DELIVERED = "webhook-delivered.log"  # idempotency keys delivered (actors.recovery)
 
 
 def webhook_sink(w: WebhookConfig, run: Path) -> Sink:
@@ -32,7 +35,8 @@ def webhook_sink(w: WebhookConfig, run: Path) -> Sink:
         max_attempts=w.max_attempts,
         backoff_initial_s=w.backoff_initial_s,
         backoff_max_s=w.backoff_max_s,
-        dead_letter_path=run / "webhook-dead-letter.jsonl",
+        dead_letter_path=run / WEBHOOK_DEAD_LETTER,
+        delivered_path=run / WEBHOOK_DELIVERED,
     )
 
 

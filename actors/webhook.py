@@ -114,6 +114,7 @@ class WebhookSink:
         dead_letter_path: str | os.PathLike[str],
         queue_size: int = 10_000,
         headers: Mapping[str, str] | None = None,
+        delivered_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise InvalidInputError(f"webhook url must be a string, got {type(url).__name__}")
@@ -158,6 +159,13 @@ class WebhookSink:
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
         self._dl_fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._dl_lock = threading.Lock()
+        # the delivered ledger: one idempotency key per line, written after each 2xx (what a restarted camera
+        # need not send again: actors.recovery.undelivered)
+        self.delivered_path = None if delivered_path is None else Path(delivered_path)
+        self._ok_fd = -1
+        if self.delivered_path is not None:
+            self.delivered_path.parent.mkdir(parents=True, exist_ok=True)
+            self._ok_fd = os.open(self.delivered_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
@@ -232,6 +240,9 @@ class WebhookSink:
             if self._dl_fd >= 0:
                 os.close(self._dl_fd)
                 self._dl_fd = -1
+            if self._ok_fd >= 0:
+                os.close(self._ok_fd)
+                self._ok_fd = -1
         logger.info("webhook sink closed: %s", self.stats())
 
     def __enter__(self) -> WebhookSink:
@@ -288,6 +299,7 @@ class WebhookSink:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
+                    self._record_delivered(item.key)
                     with self._lock:
                         self._counts["delivered"] += 1
                     logger.debug("event %s delivered (attempt %d, HTTP %d)", item.key, attempt, status)
@@ -347,6 +359,16 @@ class WebhookSink:
             return min(retry_after, self.backoff_max_s)
         cap = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** (attempt - 1))
         return self._rng.uniform(0.0, cap)  # full jitter
+
+    def _record_delivered(self, key: str) -> None:
+        # one O_APPEND write per key (no fsync: it guards against a killed process, whose page cache survives;
+        # after a power cut the receiver drops a resent event by its webhook-id)
+        if self._ok_fd < 0:
+            return
+        try:
+            os.write(self._ok_fd, (key + "\n").encode("utf-8"))
+        except OSError as exc:
+            logger.warning("delivered ledger %s not written (%s): %s may be sent again", self.delivered_path, exc, key)
 
     # dead letters ----------------------------------------------------------------------------
 
