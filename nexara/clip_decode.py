@@ -25,6 +25,10 @@ Input = Literal["frame", "clip", "motion"]
 #: the hop between windows when a clip model's manifest records none (made before it did):
 #: ``features.window_hop_s``'s default
 DEFAULT_WINDOW_HOP_S = 1.0
+#: MiB of decoded windows one finite video may take at once (``media.max_decode_mb``): a clip model's windows
+#: are held together for `nexara predict` and the HTTP predict route; longer recordings go through
+#: `nexara watch`, which streams them
+DEFAULT_MAX_DECODE_MB = 2048
 
 
 def model_reads(manifest: ModelManifest) -> frozenset[Input]:
@@ -72,10 +76,13 @@ class ClipDecoder:
         self.reads = model_reads(manifest)
         self.window_hop_s = float(manifest.window_hop_s or DEFAULT_WINDOW_HOP_S)
 
-    def decode(self, source: Source, *, timeout_s: float = 10.0) -> DecodedClip:
+    def decode(
+        self, source: Source, *, timeout_s: float = 10.0, max_decode_mb: float = DEFAULT_MAX_DECODE_MB
+    ) -> DecodedClip:
         """A finite video (path, URL or bytes) decoded as the model was trained: sampled frames (frame
         backbone), windows (clip backbone), the motion statistics of the clip or of each window. Unreadable
-        input raises a :class:`~nexara.errors.MediaError`."""
+        input, or a video whose windows would take more than ``max_decode_mb`` MiB decoded, raises a
+        :class:`~nexara.errors.MediaError`."""
         from nexara.media import probe, sample_clip, sample_windows
         from nexara.motion import clip_motion, gray_frames, motion_from_gray, window_motion
 
@@ -83,6 +90,8 @@ class ClipDecoder:
         motion = None
         if fc.clip is not None:  # trained on windows: cut them (a motion-only member reads their flow statistics)
             spec = fc.clip
+            if "clip" in self.reads:
+                self._check_budget(source, timeout_s, max_decode_mb)
             w = sample_windows(
                 source,
                 window_s=spec.window_s,
@@ -111,3 +120,27 @@ class ClipDecoder:
             motion, used = motion_from_gray(grays, times, fc.motion)[None], len(grays)
             duration = probe(source, timeout_s=timeout_s).duration_s
         return DecodedClip(frames, None, motion, np.zeros(1), np.asarray([float(duration or 0.0)]), used, duration)
+
+    def _check_budget(self, source: Source, timeout_s: float, max_decode_mb: float) -> None:
+        """Refuse, before decoding, a video whose windows would not fit ``max_decode_mb`` (a long recording
+        given to predict would otherwise be decoded whole into memory)."""
+        from nexara.errors import MediaError
+        from nexara.media import probe, window_indices
+
+        spec = self.feature_config.clip
+        assert spec is not None
+        info = probe(source, timeout_s=timeout_s)
+        if info.frame_count <= 0 or info.fps <= 0:
+            return  # unknown length: sample_windows decides
+        idx, _ = window_indices(
+            info.frame_count, info.fps, window_s=spec.window_s, hop_s=self.window_hop_s, num_frames=spec.num_frames
+        )
+        h, w = spec.decode_size_hw
+        need_mb = idx.size * h * w * 3 / 2**20
+        if need_mb > max_decode_mb:
+            raise MediaError(
+                source,
+                f"{info.duration_s:.0f} s of video is {len(idx)} windows of {spec.num_frames} frames "
+                f"({need_mb:.0f} MiB decoded), above media.max_decode_mb ({max_decode_mb:g}); score long "
+                "recordings with `nexara watch VIDEO --pacing fast`, which streams them window by window",
+            )

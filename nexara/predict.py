@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nexara.clip_decode import DEFAULT_MAX_DECODE_MB
 from nexara.errors import MediaError, NexaraError
 from nexara.model_manifest import FeatureConfig
 from nexara.runtime import ClipScore, ModelRuntime, score_members
@@ -70,9 +71,11 @@ class Predictor:
         device: str = "auto",
         weights: str | None = None,
         read_timeout_s: float = 10.0,
+        max_decode_mb: float = DEFAULT_MAX_DECODE_MB,
     ) -> None:
         self.runtime = ModelRuntime.from_manifest(model_dir, device=device, weights=weights)
         self.read_timeout_s = read_timeout_s
+        self.max_decode_mb = max_decode_mb
 
     @property
     def model(self) -> EnsembleModel:
@@ -84,7 +87,7 @@ class Predictor:
 
     def score(self, source: str | bytes) -> ClipScore:
         """One input scored; MediaError (or another NexaraError) for an unreadable one."""
-        return self.runtime.predict(source, timeout_s=self.read_timeout_s)
+        return self.runtime.predict(source, timeout_s=self.read_timeout_s, max_decode_mb=self.max_decode_mb)
 
     def predict_source(self, source: str | bytes, *, label: str | None = None) -> dict[str, Any]:
         """One input -> record, or ``{"path", "error", "reason"}`` for an unreadable one (never raises)."""

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from nexara.clip_decode import ClipDecoder, DecodedClip, Input
+from nexara.clip_decode import DEFAULT_MAX_DECODE_MB, ClipDecoder, DecodedClip, Input
 from nexara.errors import InvalidInputError, ModelError
 from nexara.model_manifest import FeatureConfig
 from nexara.voting import DEFAULT_MODEL_DIR, EnsembleModel
@@ -381,9 +381,11 @@ class ModelRuntime:
 
     # --- decode -----------------------------------------------------------------------------------
 
-    def decode(self, source: Source, *, timeout_s: float = 10.0) -> DecodedClip:
+    def decode(
+        self, source: Source, *, timeout_s: float = 10.0, max_decode_mb: float = DEFAULT_MAX_DECODE_MB
+    ) -> DecodedClip:
         """A finite video (path, URL or bytes) decoded for this model (:meth:`ClipDecoder.decode`)."""
-        return self.decoder.decode(source, timeout_s=timeout_s)
+        return self.decoder.decode(source, timeout_s=timeout_s, max_decode_mb=max_decode_mb)
 
     # --- embed + score ----------------------------------------------------------------------------
 
@@ -431,9 +433,11 @@ class ModelRuntime:
             member_probs=windows.member_probs.mean(axis=0, keepdims=True),
         )
 
-    def predict(self, source: Source, *, timeout_s: float = 10.0) -> ClipScore:
+    def predict(
+        self, source: Source, *, timeout_s: float = 10.0, max_decode_mb: float = DEFAULT_MAX_DECODE_MB
+    ) -> ClipScore:
         """Decode, embed, score and aggregate one finite video in this process."""
-        decoded = self.decode(source, timeout_s=timeout_s)
+        decoded = self.decode(source, timeout_s=timeout_s, max_decode_mb=max_decode_mb)
         inputs = self.embed(decoded)
         windows = self.score(inputs.appearance, inputs.motion)
         return ClipScore(

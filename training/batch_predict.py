@@ -15,13 +15,23 @@ from nexara.config import NexaraConfig
 class PredictActor:
     """Callable class for ``Dataset.map``: ``{"path"}`` -> ``{"record"}`` (the JSON record of the path)."""
 
-    def __init__(self, model_dir: str | None, weights: str | None, device: str, threads: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        model_dir: str | None,
+        weights: str | None,
+        device: str,
+        threads: int,
+        timeout_s: float,
+        max_decode_mb: float,
+    ) -> None:
         import torch
 
         from nexara.predict import Predictor
 
         torch.set_num_threads(threads)
-        self.predictor = Predictor(model_dir, device=device, weights=weights, read_timeout_s=timeout_s)
+        self.predictor = Predictor(
+            model_dir, device=device, weights=weights, read_timeout_s=timeout_s, max_decode_mb=max_decode_mb
+        )
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         # JSON keeps the records' nested members and nulls out of Arrow's schema inference
@@ -50,6 +60,7 @@ def predict_with_ray(
             "device": cfg.model.device if gpus > 0 else "cpu",
             "threads": fc.torch_threads,
             "timeout_s": cfg.media.read_timeout_s,
+            "max_decode_mb": cfg.media.max_decode_mb,
         },
         num_cpus=fc.model_num_cpus,
         num_gpus=gpus or None,

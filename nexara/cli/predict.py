@@ -47,7 +47,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rc = _emit_records(predict_with_ray(inputs, cfg, model_dir=args.model), args.format)
     else:
         predictor = Predictor(
-            args.model, device=cfg.model.device, weights=cfg.model.weights, read_timeout_s=cfg.media.read_timeout_s
+            args.model,
+            device=cfg.model.device,
+            weights=cfg.model.weights,
+            read_timeout_s=cfg.media.read_timeout_s,
+            max_decode_mb=cfg.media.max_decode_mb,
         )
         rc = _emit_records(predictor.predict_many(inputs), args.format)
     if rc:

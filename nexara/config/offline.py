@@ -35,6 +35,13 @@ class MediaConfig(Model):
     read_timeout_s: float = Field(
         10.0, gt=0, le=600, description="Seconds before an open or a network read gives up (never hang)."
     )
+    max_decode_mb: float = Field(
+        2048,
+        gt=0,
+        le=1_048_576,
+        description="MiB of decoded windows one video may take in `nexara predict` and the HTTP predict route "
+        "(a clip model holds a video's windows at once); longer videos are refused: use `nexara watch`.",
+    )
 
 
 class ModelConfig(Model):

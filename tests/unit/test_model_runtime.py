@@ -159,6 +159,23 @@ def test_clip_model_through_nexara_predict(clip_model: Path, fight_clip: str) ->
     assert rec["model_version"] == "test-runtime-1" and set(rec["members"]) == {"m_appearance", "m_motion"}
 
 
+def test_a_video_too_long_to_hold_is_refused_before_decoding(clip_model: Path, fight_clip: str, tmp_path: Path) -> None:
+    """A clip model holds a video's windows at once in predict: above media.max_decode_mb the video is an
+    error record that says why and what to use instead (here a 1-MiB budget against 3 windows of 8 frames
+    at 128 px, 1.1 MiB), not an out-of-memory crash on a long recording."""
+    config = tmp_path / "small-budget.yaml"
+    config.write_text("media:\n  max_decode_mb: 1\n")
+    cmd = [sys.executable, "-m", "nexara.cli", "--config", str(config), "predict", fight_clip]
+    out = subprocess.run(
+        [*cmd, "--model", str(clip_model), "--format", "jsonl"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["error"] == "bad_media"
+    assert "3 windows of 8 frames" in rec["reason"] and "media.max_decode_mb (1)" in rec["reason"]
+    assert "nexara watch" in rec["reason"]
+
+
 def test_mismatched_clip_spec_fails_at_load(clip_model: Path, tmp_path: Path) -> None:
     folder = _copy_model(clip_model, tmp_path / "m")
     _edit_manifest(folder, clip__num_frames=16, frames_per_clip=16)  # recipe edited, its hash left as it was
