@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 from nexara.backbones import effective_clip_spec
 from nexara.config import NexaraConfig
 from nexara.errors import NexaraError
+from nexara.model_manifest import sha256_file
 from training.feature_store import split_failed
 
 WINDOW_PREFIX = "windows-"
@@ -51,19 +52,24 @@ WINDOW_SCHEMA = pa.schema(
         # optical-flow statistics of the window (nexara.motion.window_motion); empty when not computed
         ("motion", pa.list_(pa.float32())),
         ("motion_hash", pa.string()),
+        # the backbone's weights file when not the stock one (model.weights: a fine-tuned backbone); "" or
+        # absent (stores written before this column) = the stock weights
+        ("weights_hash", pa.string()),
     ]
 )
 
 
 @dataclass(frozen=True, slots=True)
 class WindowStoreKey:
-    """What makes stored windows reusable: the backbone, its clip spec (T, window, crop...), the hop and
-    the motion spec of the windows' flow statistics (``""`` when they are not computed)."""
+    """What makes stored windows reusable: the backbone, its clip spec (T, window, crop...), the hop, the
+    motion spec of the windows' flow statistics (``""`` when they are not computed) and the backbone's
+    weights (``""``: the stock ones; else the first 16 hex digits of ``model.weights``' SHA-256)."""
 
     backbone: str
     clip_spec_hash: str
     window_hop_s: float
     motion_hash: str = ""
+    weights_hash: str = ""
 
     @classmethod
     def for_config(cls, cfg: NexaraConfig) -> WindowStoreKey:
@@ -72,7 +78,14 @@ class WindowStoreKey:
             from nexara.motion import MotionSpec
 
             motion_hash = MotionSpec().hash()
-        return cls(cfg.model.backbone, effective_clip_spec(cfg).hash(), float(cfg.features.window_hop_s), motion_hash)
+        weights_hash = ""
+        if cfg.model.weights:
+            weights = Path(cfg.model.weights).expanduser()
+            if not weights.is_file():
+                raise NexaraError(f"model.weights: no such file: {weights}")
+            weights_hash = sha256_file(weights)[:16]
+        spec_hash = effective_clip_spec(cfg).hash()
+        return cls(cfg.model.backbone, spec_hash, float(cfg.features.window_hop_s), motion_hash, weights_hash)
 
     def expression(self) -> pc.Expression:
         # the hop is stored as float32: compare it at that precision
@@ -84,7 +97,8 @@ class WindowStoreKey:
         )
         if self.motion_hash:
             expr = expr & (pc.field("motion_hash") == self.motion_hash)
-        return expr
+        weights = pc.coalesce(pc.field("weights_hash"), pa.scalar(""))  # null in stores older than the column
+        return expr & (weights == self.weights_hash)
 
 
 def _parts(out_dir: Path) -> list[str]:
@@ -138,6 +152,7 @@ def window_rows(batch: dict[str, np.ndarray], key: WindowStoreKey) -> tuple[pa.T
                 if "motion" in batch
                 else np.zeros(0, np.float32),
                 "motion_hash": key.motion_hash,
+                "weights_hash": key.weights_hash,
             }
         )
     return _rows_to_table(rows), errors
@@ -185,7 +200,10 @@ def load_windows(out_dir: Path, *, key: WindowStoreKey | None = None) -> StoredW
     table = _table(out_dir, key)
     if table.num_rows == 0:
         raise NexaraError(f"{out_dir}: no stored windows match {key}")
-    order = ["content_hash", "backbone", "clip_spec_hash", "window_hop_s", "motion_hash", "window_index"]
+    i = table.schema.get_field_index("weights_hash")  # stock weights: "" (null in stores older than the column)
+    table = table.set_column(i, "weights_hash", pc.coalesce(table.column(i), pa.scalar("")))
+    order = ["content_hash", "backbone", "clip_spec_hash", "window_hop_s", "motion_hash", "weights_hash"]
+    order.append("window_index")
     table = table.sort_by([(c, "ascending") for c in order])
     ids = list(zip(*(table.column(c).to_pylist() for c in order), strict=True))
     first = [i for i, k in enumerate(ids) if i == 0 or k != ids[i - 1]]

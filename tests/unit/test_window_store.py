@@ -83,3 +83,30 @@ def test_failed_clips_become_errors_and_keys_stay_apart(tmp_path: Path) -> None:
     assert len(load_windows(tmp_path).meta) == 3
     with pytest.raises(NexaraError, match="no stored windows match"):
         load_windows(tmp_path, key=WindowStoreKey(KEY.backbone, "c" * 16, 1.0))
+
+
+def test_windows_of_other_backbone_weights_stay_apart_and_old_stores_read_as_stock(tmp_path: Path) -> None:
+    """Features of a fine-tuned backbone (model.weights) are not mixed with the stock backbone's under the
+    same clip spec; a store written before the weights column counts as stock weights."""
+    import pyarrow.parquet as pq
+
+    from nexara.config import parse_config
+
+    tuned = WindowStoreKey(KEY.backbone, KEY.clip_spec_hash, KEY.window_hop_s, weights_hash="f" * 16)
+    _write(tmp_path, "stock", _batch("a", [0], 1))
+    _write(tmp_path, "tuned", _batch("a", [0, 1], 2), key=tuned)
+    assert stored_clips(tmp_path, KEY) == {"a"} and stored_clips(tmp_path, tuned) == {"a"}
+    assert len(load_windows(tmp_path, key=KEY).meta) == 1 and len(load_windows(tmp_path, key=tuned).meta) == 2
+
+    old = tmp_path / "old"
+    old.mkdir()
+    table, _ = window_rows(_batch("b", [0], 1), KEY)
+    pq.write_table(table.drop_columns(["weights_hash"]), old / "windows-old.parquet")
+    assert stored_clips(old, KEY) == {"b"} and stored_clips(old, tuned) == set()
+    assert load_windows(old, key=KEY).meta.column("weights_hash").to_pylist() == [""]
+
+    weights = tmp_path / "backbone.pt"
+    weights.write_bytes(b"tuned weights")
+    cfg = parse_config(f"model:\n  backbone: i3d_kinetics400\n  weights: {weights}\n")
+    assert len(WindowStoreKey.for_config(cfg).weights_hash) == 16
+    assert WindowStoreKey.for_config(parse_config("model:\n  backbone: i3d_kinetics400\n")).weights_hash == ""
