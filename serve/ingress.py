@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.event_log import MAX_READ_LIMIT
 from nexara.errors import (
     ApiError,
     CameraError,
@@ -35,12 +36,13 @@ from nexara.errors import (
 )
 from nexara.media import source_label
 from nexara.source_policy import check_source
+from serve.api_schema import CAMERA_BODY, ERROR_RESPONSES, UPLOAD_BODY
 from serve.console import ConsoleRoutes, console_router
 from serve.rate_limit import RateLimiter
 
 logger = logging.getLogger("ray.serve")
 
-api = FastAPI(title="NexaraVision", version="1", docs_url=None, redoc_url=None)
+api = FastAPI(title="NexaraVision", version="1", docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -200,7 +202,7 @@ class Ingress(ConsoleRoutes):
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "model_version": self.manifest.version}
 
-    @api.post("/v1/predict")
+    @api.post("/v1/predict", openapi_extra=UPLOAD_BODY)
     async def predict(self, request: Request) -> dict[str, Any]:
         from nexara.predict import clip_record
 
@@ -231,7 +233,7 @@ class Ingress(ConsoleRoutes):
         self._auth(request)
         return {"cameras": [st.to_dict() for st in await self.manager.cameras.remote()]}
 
-    @api.post("/v1/cameras", status_code=201)
+    @api.post("/v1/cameras", status_code=201, openapi_extra=CAMERA_BODY)
     async def add_camera(self, request: Request) -> dict[str, Any]:
         self._auth(request)
         try:
@@ -271,16 +273,16 @@ class Ingress(ConsoleRoutes):
         until_s: float | None = None,
         since_unix: float | None = None,
         until_unix: float | None = None,
-        offset: int = 0,
-        limit: int = 100,
+        # examples given: without them the replica's schema says "example": {} (FastAPI's "unset" marker is
+        # compared by identity, and the copy Ray unpickles in the replica is another object)
+        offset: int = Query(0, ge=0, openapi_examples={"first page": {"value": 0}}),
+        limit: int = Query(100, ge=1, le=MAX_READ_LIMIT, openapi_examples={"default": {"value": 100}}),
     ) -> dict[str, Any]:
         """Events in log order. ``since_s``/``until_s`` filter on stream seconds (``at_s``),
         ``since_unix``/``until_unix`` on the wall-clock time the event was logged."""
-        from actors.event_log import MAX_READ_LIMIT, EventLog
+        from actors.event_log import EventLog
 
         self._auth(request)
-        if offset < 0 or not 1 <= limit <= MAX_READ_LIMIT:
-            raise ApiError("invalid_request", f"offset must be >= 0 and limit in 1..{MAX_READ_LIMIT}")
         info = await self._manager_info()
         path = Path(info["event_log"])
         if not path.exists():
@@ -291,10 +293,13 @@ class Ingress(ConsoleRoutes):
         def read() -> list[dict[str, Any]]:
             log = EventLog(path)
             try:
-                if not by_clock:  # the log reader paginates; one extra row tells whether a next page exists
-                    rows = log.read(
-                        camera_id=camera_id, since_s=since_s, until_s=until_s, offset=offset, limit=limit + 1
-                    )
+                if not by_clock:  # the log reader paginates; one more row (a second read past a full
+                    # page: the reader's limit is the route's maximum) tells whether a next page exists
+                    rows = log.read(camera_id=camera_id, since_s=since_s, until_s=until_s, offset=offset, limit=limit)
+                    if len(rows) == limit:
+                        rows += log.read(
+                            camera_id=camera_id, since_s=since_s, until_s=until_s, offset=offset + limit, limit=1
+                        )
                     return [r.model_dump(mode="json") for r in rows]
                 out = []
                 for r in log.read(camera_id=camera_id, since_s=since_s, until_s=until_s, limit=MAX_READ_LIMIT):

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from nexara.errors import ApiError, InvalidInputError, RateLimitedError
 from nexara.users import Role, authenticate, load_users, role_at_least
+from serve.api_schema import CAMERA_BODY, LOGIN_BODY, REVIEW_BODY
 from serve.console.incidents import clip_file, read_incidents
 from serve.console.sessions import COOKIE_NAME, CSRF_HEADER, LoginThrottle, SessionSigner, load_secret
 
@@ -143,7 +144,7 @@ class ConsoleRoutes:
 
     # --- sessions ----------------------------------------------------------------------------------
 
-    @console_router.post("/ui/api/login")
+    @console_router.post("/ui/api/login", openapi_extra=LOGIN_BODY)
     async def console_login(self, request: Request) -> JSONResponse:
         st = await self._console_state()
         body = await self._json_body(request)
@@ -200,7 +201,7 @@ class ConsoleRoutes:
         await self._principal(request, "viewer")
         return {"cameras": [st.to_dict() for st in await self.manager.cameras.remote()]}
 
-    @console_router.post("/ui/api/cameras", status_code=201)
+    @console_router.post("/ui/api/cameras", status_code=201, openapi_extra=CAMERA_BODY)
     async def console_add_camera(self, request: Request) -> dict[str, Any]:
         from serve.ingress import _camera_error
 
@@ -276,7 +277,7 @@ class ConsoleRoutes:
         media = "video/mp4" if path.suffix == ".mp4" else "video/x-matroska"
         return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name)
 
-    @console_router.post("/v1/events/{event_id}/review", status_code=201)
+    @console_router.post("/v1/events/{event_id}/review", status_code=201, openapi_extra=REVIEW_BODY)
     async def review_event(self, event_id: str, request: Request) -> dict[str, Any]:
         from actors.event_log import EventLog
 
