@@ -113,11 +113,6 @@ class CameraManager:
     """Owns the stream actors of one Serve app; every method is safe to call concurrently."""
 
     def __init__(self, settings: dict[str, Any], run_dir: str, app_name: str) -> None:
-        from nexara.config import NexaraConfig
-
-        self.cfg = NexaraConfig.model_validate(settings)
-        self.run_dir = str(Path(run_dir).resolve())
-        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         self.app_name = app_name
         self.actors: dict[str, Any] = {}
         self.configs: dict[str, dict[str, Any]] = {}
@@ -125,11 +120,39 @@ class CameraManager:
         self.restarts: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
-        from actors.retention import RetentionTask
+        self._settings(settings, run_dir)
 
+    def _settings(self, settings: dict[str, Any], run_dir: str) -> None:
+        from actors.retention import RetentionTask
+        from nexara.config import NexaraConfig
+
+        self.settings = settings
+        self.cfg = NexaraConfig.model_validate(settings)
+        self.run_dir = str(Path(run_dir).resolve())
+        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         root = runs_folder(Path(self.run_dir), self.cfg.sinks.run_dir)
         self.retention = RetentionTask(root, self.cfg.retention, event_log=self.cfg.sinks.event_log)
         self.retention.start()
+
+    async def adopt(self, settings: dict[str, Any], run_dir: str) -> bool:
+        """Take a redeployed app's settings and run folder (the manager is detached and outlives its app):
+        True once they are in force; False, changing nothing, while cameras run on the old ones."""
+        if settings == self.settings and str(Path(run_dir).resolve()) == self.run_dir:
+            return True
+        async with self._lock:
+            if self.actors:
+                logger.warning(
+                    "camera manager of app %s keeps its settings: cameras %s run on them (remove them, or "
+                    "stop the app, for a redeploy's settings to apply)",
+                    self.app_name,
+                    sorted(self.actors),
+                )
+                return False
+            old = self.retention
+            self._settings(settings, run_dir)  # no await before: a call queued after this one sees them
+            await asyncio.get_running_loop().run_in_executor(None, old.stop)
+            logger.info("camera manager of app %s: new settings, run folder %s", self.app_name, self.run_dir)
+            return True
 
     async def info(self) -> dict[str, Any]:
         return {
@@ -289,10 +312,14 @@ class CameraManager:
 
 
 def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str) -> Any:
-    """The app's camera manager (created on first use; detached so ingress restarts keep cameras)."""
-    return CameraManager.options(  # type: ignore[attr-defined]
+    """The app's camera manager (created on first use; detached so ingress restarts keep cameras). One left
+    by an earlier deploy of the app takes these settings and run folder unless cameras run on its own
+    (:meth:`CameraManager.adopt`; calls from one caller run in order, so this caller's next call sees them)."""
+    manager = CameraManager.options(  # type: ignore[attr-defined]
         name=f"{MANAGER_NAME}-{app_name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(settings, run_dir, app_name)
+    manager.adopt.remote(settings, run_dir)
+    return manager
 
 
 def get_manager(app_name: str) -> Any:

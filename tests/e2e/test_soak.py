@@ -43,4 +43,7 @@ def test_short_soak_with_faults_loses_nothing(shared_clips: Path, tmp_path: Path
     # each camera ran in more than one stream actor: the killed one came back, and every one after the restart
     assert all(n >= 2 for n in r["stream_actor_incarnations"].values()), text
     watch = next(f for f in r["faults"] if f["fault"] == "kill_watch")
-    assert watch["orphans"] == [], text  # SIGKILL of `nexara watch` took its Ray down with it
+    # SIGKILL of `nexara watch` took its Ray down with it (raylet, GCS, workers, replicas, stream actors); Ray's
+    # two agents outlive it (they report the raylet's death to the dead GCS and hang there: Ray's
+    # process_watcher): a service manager's cgroup kill (systemd, docker) removes them, the soak kills them
+    assert set(watch["orphans"]) <= {"DashboardAgent", "RuntimeEnvAgent"}, text
