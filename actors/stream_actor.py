@@ -314,11 +314,16 @@ class CameraManager:
 def get_or_create_manager(settings: dict[str, Any], run_dir: str, app_name: str) -> Any:
     """The app's camera manager (created on first use; detached so ingress restarts keep cameras). One left
     by an earlier deploy of the app takes these settings and run folder unless cameras run on its own
-    (:meth:`CameraManager.adopt`; calls from one caller run in order, so this caller's next call sees them)."""
+    (:meth:`CameraManager.adopt`, awaited: an async actor may run a caller's later calls first)."""
+    from ray.exceptions import GetTimeoutError
+
     manager = CameraManager.options(  # type: ignore[attr-defined]
         name=f"{MANAGER_NAME}-{app_name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(settings, run_dir, app_name)
-    manager.adopt.remote(settings, run_dir)
+    try:
+        ray.get(manager.adopt.remote(settings, run_dir), timeout=60)
+    except GetTimeoutError:
+        logger.warning("camera manager of app %s did not confirm its settings within 60 s", app_name)
     return manager
 
 
