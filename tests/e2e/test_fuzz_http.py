@@ -26,7 +26,8 @@ import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")  # the dev group has it on Python >= 3.11 only
-from hypothesis import HealthCheck, settings  # noqa: E402 (after the importorskip)
+from hypothesis import HealthCheck, given, settings  # noqa: E402 (after the importorskip)
+from hypothesis import strategies as st  # noqa: E402
 
 TOKEN = "fuzz-token-0123456789abcdef"
 ADMIN, ADMIN_PASSWORD = "ada", "admin-pass-1"
@@ -266,3 +267,18 @@ def test_every_operation_with_the_bearer_token(case: Any, fuzz_app: dict[str, An
 @_SETTINGS
 def test_console_operations_with_a_session_and_csrf_token(case: Any, fuzz_app: dict[str, Any]) -> None:
     _fuzz(case, fuzz_app, {"X-CSRF-Token": fuzz_app["csrf"]}, fuzz_app["session"])
+
+
+# The page and its static files are not in the schema (include_in_schema=False: no API, no parameters but
+# the file name), so their one input is fuzzed here directly.
+@given(name=st.text(min_size=1, max_size=40))
+@settings(max_examples=EXAMPLES * 4, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_console_static_file_names(name: str, fuzz_app: dict[str, Any]) -> None:
+    from urllib.parse import quote
+
+    r = fuzz_app["client"].get("/ui/static/" + quote(name, safe=""))
+    check_error_shape(r)
+    # 307: "." and ".." are dot segments the client resolves (to /ui/static/, redirected, or /ui/, the page)
+    assert r.status_code in (200, 307, 404), f"{name!r} -> {r.status_code}: {r.text[:200]}"
+    if r.status_code == 200:
+        assert "/" not in name and r.headers["content-security-policy"], name
