@@ -30,7 +30,7 @@ def _soak_module():  # type: ignore[no-untyped-def]
 def test_short_soak_with_faults_loses_nothing(shared_clips: Path, tmp_path: Path) -> None:
     soak = _soak_module()
     faults = ("kill_stream_actor", "kill_ensemble_replica", "webhook_down", "webhook_up", "kill_watch")
-    r = soak.soak(minutes=1.5, cameras=2, wall=False, seed=1, out=tmp_path, faults=faults)
+    r = soak.soak(minutes=1.5, cameras=2, wall=False, seed=1, out=tmp_path, faults=faults, after_faults_s=20)
     text = soak.report(r)
     print(text)
     assert r["failures"] == [], text
