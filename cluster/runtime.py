@@ -39,7 +39,7 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True) -> bool:
         log.info("attaching to Ray at %s", cfg.address)
         ray.init(address=cfg.address, log_to_driver=log_to_driver)
     else:
-        _start_local(cfg, log_to_driver=log_to_driver)
+        start_local(cfg, log_to_driver=log_to_driver)
     return True
 
 
@@ -49,7 +49,7 @@ _STARTUP_TIMEOUT = "timed out during startup"
 _RAY_PROCESS_MARKS = ("gcs_server", "raylet", "ray::", "ray/_private", "ray/dashboard", "ray/autoscaler")
 
 
-def _start_local(cfg: RayConfig, *, log_to_driver: bool, attempts: int = 3, backoff_s: float = 2.0) -> None:
+def start_local(cfg: RayConfig, *, log_to_driver: bool, attempts: int = 3, backoff_s: float = 2.0) -> None:
     """``ray.init(address="local", ...)``, tried again (up to ``attempts`` times in all) when the new
     node misses Ray's start-up deadline; the processes the failed try left are ended first."""
     for attempt in range(1, attempts + 1):

@@ -42,13 +42,10 @@ def ray_local() -> Iterator[None]:
     """One private local Ray instance per test session (never attaches to a cluster on the host)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=2,
-            object_store_memory=512 * 1024 * 1024,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+    from cluster.runtime import start_local
+    from nexara.config import RayConfig
+
+    if not ray.is_initialized():  # retried when the node misses Ray's start-up deadline on a loaded machine
+        start_local(RayConfig(num_cpus=2, object_store_memory_mb=512, include_dashboard=False), log_to_driver=False)
     yield
     ray.shutdown()
