@@ -219,6 +219,7 @@ HTTP_STATUS: dict[str, int] = {
     "camera_not_found": 404,
     "camera_exists": 409,
     "no_capacity": 503,
+    "camera_restarting": 503,
     # events and clips
     "event_not_found": 404,
     "no_clip": 404,

@@ -78,10 +78,15 @@ def token_digest(token: str) -> str:
 
 
 def _camera_error(exc: Exception) -> NexaraError:
-    """The camera manager's own error, out of Ray's wrapper; anything else (a dead actor) as ``camera_error``."""
+    """The camera manager's own error, out of Ray's wrapper; a stream actor that died (its camera is being
+    restarted by the manager) as ``camera_restarting`` (503); anything else as ``camera_error``."""
+    from ray.exceptions import RayActorError
+
     cause = getattr(exc, "cause", None) or exc
     if isinstance(cause, NexaraError):
         return cause
+    if isinstance(cause, RayActorError):
+        return CameraError("camera_restarting", "the camera's stream actor died and is being restarted; retry shortly")
     return CameraError("camera_error", str(cause))
 
 

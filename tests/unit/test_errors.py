@@ -58,6 +58,7 @@ def test_every_error_class_of_the_module_declares_its_own_code() -> None:
         ("camera_exists", 409),
         ("source_not_found", 422),
         ("no_capacity", 503),
+        ("camera_restarting", 503),
         ("camera_failed", 400),
         ("camera_error", 400),
         ("event_not_found", 404),
@@ -87,3 +88,17 @@ def test_invalid_input_is_still_a_value_error() -> None:
     with pytest.raises(ValueError, match="frame"):
         raise InvalidInputError("expected an RGB frame")
     assert pickle.loads(pickle.dumps(InvalidInputError("x"))).code == "invalid_input"
+
+
+def test_a_dead_stream_actor_reads_as_a_restarting_camera() -> None:
+    """While the camera manager restarts a killed stream actor, a status call reaching the dead one answers
+    503 camera_restarting (the soak saw errors for 1-5 s), not a generic camera_error."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from serve.ingress import _camera_error
+
+    wrapped = RayTaskError("status", "traceback", ActorDiedError())
+    err = _camera_error(wrapped)
+    assert (err.code, http_status(err.code)) == ("camera_restarting", 503)
+    assert _camera_error(RuntimeError("boom")).code == "camera_error"
+
