@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from actors.confirmation import AlertEvent, Confirmer
+from actors.confirmation import AlertEvent, Confirmer, EndReason
 from actors.records import Dropped, Failed, NoSignal, Verdict, WindowResult
 from actors.sinks import Sink
 from nexara.config import ConfirmationSection
@@ -129,10 +129,10 @@ class AlertStage:
                 self.emit(cell, event)
         return hot
 
-    def finish(self, at_s: float) -> None:
-        """The stream ended: end every open alert."""
+    def finish(self, at_s: float, reason: EndReason = "stream_end") -> None:
+        """The stream ended or was stopped: end every open alert with ``reason``."""
         for cell in self.cells:
-            for event in cell.confirmer.finish(at_s):
+            for event in cell.confirmer.finish(at_s, reason):
                 self.emit(cell, event)
 
     def emit(self, cell: CellAlerts, event: AlertEvent) -> None:

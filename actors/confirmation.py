@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 EventKind = Literal["start", "update", "end"]
 #: ``interrupted``: the stream actor or process that owned the incident died; the incident was closed when its
-#: camera started again (:func:`actors.recovery.close_interrupted`)
-EndReason = Literal["quiet", "max_duration", "stream_end", "interrupted"]
+#: camera started again (:func:`actors.recovery.close_interrupted`); ``shutdown``: the app or `nexara watch` was
+#: stopped (SIGTERM/SIGINT); ``removed``: the camera was deleted over the API; ``stream_end``: the source ended
+EndReason = Literal["quiet", "max_duration", "stream_end", "interrupted", "shutdown", "removed"]
 
 
 def _is_number(value: object) -> bool:
@@ -135,13 +136,13 @@ class Confirmer:
             return self._push_idle(window_start_s, window_end_s, probability)
         return self._push_active(self._incident, window_end_s, probability)
 
-    def finish(self, at_s: float | None = None) -> list[AlertEvent]:
-        """End an open incident when the stream ends (reason ``stream_end``)."""
+    def finish(self, at_s: float | None = None, reason: EndReason = "stream_end") -> list[AlertEvent]:
+        """End an open incident when the stream ends or is stopped (``reason``, default ``stream_end``)."""
         incident = self._incident
         if incident is None:
             return []
         at = self._last_end_s if at_s is None else at_s
-        return [self._end(incident, at, "stream_end")]
+        return [self._end(incident, at, reason)]
 
     def _push_idle(self, window_start_s: float, window_end_s: float, probability: float) -> list[AlertEvent]:
         cfg = self.cfg

@@ -56,7 +56,7 @@ class EventRecord(BaseModel):
     mean_probability: float = Field(ge=0.0, le=1.0)
     tier: str
     windows: int = Field(ge=0)
-    end_reason: Literal["quiet", "max_duration", "stream_end", "interrupted"] | None = None
+    end_reason: Literal["quiet", "max_duration", "stream_end", "interrupted", "shutdown", "removed"] | None = None
     clip_path: str | None = None
     logged_unix_s: float | None = None
     #: member probabilities of the peak window (absent in logs written before they were logged)

@@ -24,6 +24,7 @@ import numpy as np
 
 from actors.alerts import AlertStage
 from actors.cascade import Gate, check_gate_threshold
+from actors.confirmation import EndReason
 from actors.event_log import EventLog
 from actors.grid import CellBox, GridSpec
 from actors.quality import QualityMonitor, ReferenceStore
@@ -116,6 +117,7 @@ class SourceWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader_done = False
+        self._end_reason: EndReason = "stream_end"
         self._last_t = 0.0
         self._auto_frames: list[LiveFrame] = []
         self._frames_in = 0
@@ -142,8 +144,10 @@ class SourceWorker:
         self._thread = threading.Thread(target=self._read, name=f"reader-{self.source_id}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop reading; queued windows are still scored and every open alert is ended."""
+    def stop(self, reason: EndReason = "stream_end") -> None:
+        """Stop reading; queued windows are still scored and every open alert is ended with ``reason``
+        (``shutdown`` when the app stops, ``removed`` when the camera is deleted)."""
+        self._end_reason = reason
         self._stop.set()
         self.scorer.wake()
 
@@ -268,7 +272,7 @@ class SourceWorker:
     def _maybe_finish(self) -> None:
         if not self._reader_done or not self.scorer.idle or self.finished.is_set():
             return
-        self.alerts.finish(self._last_t)
+        self.alerts.finish(self._last_t, self._end_reason)
         if self.recorder is not None:
             with self._recorder_lock:
                 try:

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray import serve
 
+from actors.confirmation import EndReason
 from actors.quality import QualityMonitor
 from actors.records import SourceStatus
 from actors.stream import LiveModel, runs_folder, worker_from_config
@@ -101,8 +102,8 @@ class StreamActor:
     async def frame_jpeg(self, camera_id: str) -> bytes | None:
         return await asyncio.to_thread(self.worker.frame_jpeg, camera_id)  # an encode: off the event loop
 
-    async def stop(self, timeout_s: float = 30.0) -> SourceStatus:
-        self.worker.stop()
+    async def stop(self, timeout_s: float = 30.0, reason: EndReason = "stream_end") -> SourceStatus:
+        self.worker.stop(reason)
         await self.worker.wait(timeout_s)
         await asyncio.get_running_loop().run_in_executor(None, self.worker.close, 10.0)
         return self.worker.status()
@@ -246,7 +247,7 @@ class CameraManager:
             self.actors[camera_id] = actor
             self.restarts[camera_id] = self.restarts.get(camera_id, 0) + 1
 
-    async def remove(self, camera_id: str) -> SourceStatus:
+    async def remove(self, camera_id: str, reason: EndReason = "removed") -> SourceStatus:
         async with self._lock:
             actor = self.actors.pop(camera_id, None)
             self.configs.pop(camera_id, None)
@@ -254,7 +255,7 @@ class CameraManager:
         if actor is None:
             raise CameraError("camera_not_found", f"no camera {camera_id}")
         try:
-            status = await actor.stop.remote()
+            status = await actor.stop.remote(reason=reason)
         finally:
             ray.kill(actor)
         return status
@@ -305,7 +306,7 @@ class CameraManager:
         out = []
         for i in ids:
             try:
-                out.append(await self.remove(i))
+                out.append(await self.remove(i, reason="shutdown"))
             except Exception as exc:
                 logger.error("camera %s did not stop cleanly: %s", i, exc)
         return out

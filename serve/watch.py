@@ -91,7 +91,7 @@ def summary(statuses: list[SourceStatus]) -> str:
 
 def stop_cameras(manager: Any, timeout_s: float | None) -> list[SourceStatus]:
     """Stop every camera of the app's manager: queued windows scored, open incidents ended (reason
-    ``stream_end``), sinks delivered or dead-lettered, the event log closed. ``timeout_s`` bounds it
+    ``shutdown``), sinks delivered or dead-lettered, the event log closed. ``timeout_s`` bounds it
     (an empty list and an error logged when it runs out)."""
     import ray
     from ray.exceptions import GetTimeoutError

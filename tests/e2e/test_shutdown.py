@@ -116,7 +116,7 @@ def test_signal_stops_cleanly(command: str, signum: signal.Signals, shared_clips
         assert incidents
         for event_id, recs in incidents.items():
             assert recs[0]["kind"] == "start", recs
-            assert recs[-1]["kind"] == "end" and recs[-1]["end_reason"] == "stream_end", (event_id, recs[-1])
+            assert recs[-1]["kind"] == "end" and recs[-1]["end_reason"] == "shutdown", (event_id, recs[-1])
         time.sleep(1)
         left = _session(proc.pid) + [p for p in before if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, [(p.pid, p.name()) for p in left]

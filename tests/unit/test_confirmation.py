@@ -117,6 +117,15 @@ def test_finish_ends_open_incident() -> None:
     assert c.finish() == []
 
 
+@pytest.mark.parametrize("reason", ["shutdown", "removed"])
+def test_a_stopped_stream_ends_its_incident_with_the_stop_reason(reason: str) -> None:
+    """A SIGTERM'd app (`shutdown`) or a deleted camera (`removed`) is told apart from a source that ended."""
+    c = Confirmer("cam1", cfg())
+    feed(c, [0.9] * 4)
+    (end,) = c.finish(reason=reason)  # type: ignore[arg-type]
+    assert end.end_reason == reason
+
+
 def test_tiers_default_and_custom() -> None:
     assert cfg().tier_for(0.9) == "HIGH"
     assert cfg().tier_for(0.7) == "MEDIUM"
