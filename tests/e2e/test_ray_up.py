@@ -40,12 +40,11 @@ import httpx
 import psutil
 import pyarrow.dataset as pads
 import pytest
+from manifest_factory import clips_manifest
 
 from cluster.local_head import auth_token, free_port, venv_bin
 from cluster.render import render_file
-from nexara.config import NexaraConfig
 from nexara.model_manifest import read_manifest
-from training.manifest import build_manifest, entries_from_csv, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 # Four fights and four others, each its own source: `nexara train --cv 2` needs sources on both sides.
@@ -212,13 +211,7 @@ def _accepts(port: int) -> bool:
 
 @pytest.fixture()
 def manifest(shared_clips: Path, tmp_path: Path) -> Path:
-    lines = ["clip,label,source"] + [f"{shared_clips / c},{c.split('/')[0]},src{i}" for i, c in enumerate(CLIPS)]
-    csv_path = tmp_path / "clips.csv"
-    csv_path.write_text("\n".join(lines) + "\n")
-    cfg = NexaraConfig().dataset
-    out = tmp_path / "manifest.parquet"
-    write_manifest(build_manifest(entries_from_csv(csv_path, cfg), cfg), out)
-    return out
+    return clips_manifest(shared_clips, CLIPS, tmp_path)
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float, *, secret: bool = False) -> str:

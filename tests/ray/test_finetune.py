@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from manifest_factory import clips_manifest
 
 from nexara.backbones import create_clip_backbone
 from nexara.backbones.i3d import build_i3d
 from nexara.cli.app import main
 from nexara.config import NexaraConfig, parse_config
-from training.manifest import build_manifest, entries_from_csv, write_manifest
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -46,22 +46,11 @@ training:
 """
 
 
-def _manifest(shared_clips: Path, tmp_path: Path) -> Path:
-    lines = ["clip,label,source"] + [f"{shared_clips / c},{c.split('/')[0]},{s}" for c, s in CLIPS]
-    csv_path = tmp_path / "clips.csv"
-    csv_path.write_text("\n".join(lines) + "\n")
-    cfg = NexaraConfig().dataset
-    cfg.split.folds = 2
-    out = tmp_path / "manifest.parquet"
-    write_manifest(build_manifest(entries_from_csv(csv_path, cfg), cfg), out)
-    return out
-
-
 @pytest.mark.timeout(900)  # three Ray Train runs of two ranks each: minutes on 2 busy cores
 def test_finetune_grouped_cv_then_all_clips(
     shared_clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = _manifest(shared_clips, tmp_path)
+    manifest = clips_manifest(shared_clips, CLIPS, tmp_path, folds=2)
     config = tmp_path / "ft.yaml"
     config.write_text(CONFIG.format(storage=tmp_path / "ray_results"))
     out = tmp_path / "ft"

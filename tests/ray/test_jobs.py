@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 import pyarrow.dataset as pads
 import pytest
+from manifest_factory import clips_manifest
 
 from cluster.local_head import LocalHead, auth_token, venv_bin
-from nexara.config import NexaraConfig
-from training.manifest import build_manifest, entries_from_csv, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CLIPS = ["fight/fi001.mp4", "noFight/nofi001.mp4", "noFight/nofi002.mp4"]
@@ -28,13 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture()
 def manifest(shared_clips: Path, tmp_path: Path) -> Path:
     """Three shared clips, one source each (the manifest's split needs three sources)."""
-    lines = ["clip,label,source"] + [f"{shared_clips / c},{c.split('/')[0]},src{i}" for i, c in enumerate(CLIPS)]
-    csv_path = tmp_path / "clips.csv"
-    csv_path.write_text("\n".join(lines) + "\n")
-    cfg = NexaraConfig().dataset
-    out = tmp_path / "manifest.parquet"
-    write_manifest(build_manifest(entries_from_csv(csv_path, cfg), cfg), out)
-    return out
+    return clips_manifest(shared_clips, CLIPS, tmp_path)
 
 
 def test_features_job_on_a_ray_start_head_with_token_auth(manifest: Path, tmp_path: Path) -> None:
