@@ -17,6 +17,7 @@ COMMANDS = {
     "features": [],
     "evaluate": [],
     "train": [],
+    "finetune": [],
     "predict": [],
     "serve": [],
     "watch": [],
