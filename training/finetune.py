@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -129,15 +130,15 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     rank = ray.train.get_context().get_world_rank()
 
-    def batches(shard: Any) -> Any:
-        for b in shard.iter_batches(batch_size=ft.batch_size, batch_format="numpy", local_shuffle_buffer_size=None):
+    def batches(shard: Any, buffer: int | None = None) -> Any:
+        for b in shard.iter_batches(batch_size=ft.batch_size, batch_format="numpy", local_shuffle_buffer_size=buffer):
             yield b, torch.from_numpy(np.ascontiguousarray(b["frames"])).to(device)
 
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(ft.epochs):
         model.train()
         total, seen = 0.0, 0
-        for b, x in batches(train_shard):
+        for b, x in batches(train_shard, buffer=2 * ft.batch_size):  # windows mixed within a few batches
             y = torch.as_tensor(b["label"], dtype=torch.float32, device=device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = loss_fn(model(x).float(), y)
@@ -227,7 +228,11 @@ def fit_once(
     storage = cfg.training.storage_path
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-    datasets = {"train": _windows_dataset(train_items, cfg, spec)}
+    # manifests list clips by class (all fights, then the rest): a seeded shuffle of the clips, and a small
+    # local shuffle of the windows each epoch, keep the batches mixed
+    shuffled = list(train_items)
+    random.Random(ft.seed).shuffle(shuffled)
+    datasets = {"train": _windows_dataset(shuffled, cfg, spec)}
     # an empty holdout still needs a dataset to iterate: one row of the training set, ignored afterwards
     datasets["holdout"] = _windows_dataset(holdout_items or train_items[:1], cfg, spec)
     resources = {"GPU": 1.0} if ft.use_gpu else {"CPU": ft.cpus_per_worker}
