@@ -23,7 +23,7 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-_PORT_FLAGS = (
+PORT_FLAGS = (
     "--port",
     "--dashboard-port",
     "--ray-client-server-port",
@@ -68,7 +68,7 @@ class LocalHead:
         self.object_store_mb = object_store_mb
         # Ray's socket paths live under the temp dir and must stay under 107 bytes: a short root.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="nxh-", dir=temp_root))
-        self.ports = {flag: free_port() for flag in _PORT_FLAGS}
+        self.ports = {flag: free_port() for flag in PORT_FLAGS}
         self._launcher: subprocess.Popen[bytes] | None = None
         self._sid: int | None = None
 
@@ -114,7 +114,7 @@ class LocalHead:
             except RuntimeError as exc:
                 self.stop()
                 log.warning("ray start --head failed (attempt %d of %d), retrying: %s", attempt, attempts, exc)
-                self.ports = {flag: free_port() for flag in _PORT_FLAGS}
+                self.ports = {flag: free_port() for flag in PORT_FLAGS}
         try:
             self._start_once(timeout_s)
         except RuntimeError:

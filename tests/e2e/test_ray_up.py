@@ -42,7 +42,7 @@ import pyarrow.dataset as pads
 import pytest
 from manifest_factory import clips_manifest
 
-from cluster.local_head import auth_token, free_port, venv_bin
+from cluster.local_head import PORT_FLAGS, auth_token, free_port, venv_bin
 from cluster.render import render_file
 from nexara.model_manifest import read_manifest
 
@@ -52,15 +52,7 @@ CLIPS = [f"fight/fi00{i}.mp4" for i in (1, 2, 3, 4)] + [f"noFight/nofi00{i}.mp4"
 TOOLS = ("/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/rsync", "/usr/bin/nc", "/usr/bin/unshare")
 # Ray's per-head ports other than the GCS and dashboard ones (which the config names): all free ports, so
 # this head cannot collide with another Ray on the host.
-_OTHER_PORTS = (
-    "--ray-client-server-port",
-    "--node-manager-port",
-    "--object-manager-port",
-    "--metrics-export-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-)
+_OTHER_PORTS = tuple(f for f in PORT_FLAGS if f not in ("--port", "--dashboard-port"))
 
 _FORWARDED = {
     *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT", "PIP_INDEX_URL"),
