@@ -140,12 +140,15 @@ def choose_threshold(
     y: Any,
     prob: Any,
     *,
-    mode: Literal["max_f1", "fpr"] = "max_f1",
+    mode: Literal["max_f1", "balanced", "fpr"] = "max_f1",
     target_fpr: float = 0.05,
 ) -> float:
     """Pick a decision threshold (decision: ``prob >= threshold``) on held-out scores.
 
     ``max_f1``: the threshold with the best F1 (ties: the higher threshold, i.e. fewer alarms).
+    ``balanced``: the threshold with the best balanced accuracy (Youden's J = recall - false-positive rate;
+    ties: the higher threshold). Unlike F1 it weighs both classes alike, so it does not drift low when the
+    validation rows are mostly of one kind (many windows of a few long clips).
     ``fpr``: the lowest threshold whose false-positive rate on ``y == 0`` is <= ``target_fpr``,
     i.e. the best recall the FPR budget allows.
     Either way the threshold sits midway in the gap between two adjacent distinct scores, so it
@@ -177,6 +180,17 @@ def choose_threshold(
         f1 = 2 * tp / (tp + n_pos + fp)
         best = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[0])  # highest threshold among the best
         return just_below(float(cand[best]))
+    if mode == "balanced":
+        n_pos, n_neg = int(yy.sum()), int((1 - yy).sum())
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("balanced threshold needs both classes (fight and no fight)")
+        order = np.argsort(-p, kind="stable")
+        ps, ys = p[order], yy[order]
+        last = np.r_[ps[1:] != ps[:-1], True]
+        tpr, fpr, cand = (np.cumsum(ys) / n_pos)[last], (np.cumsum(1 - ys) / n_neg)[last], ps[last]
+        j = tpr - fpr
+        best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
+        return just_below(float(cand[best]))
     if mode == "fpr":
         if not 0 <= target_fpr <= 1:
             raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
@@ -188,7 +202,7 @@ def choose_threshold(
             return float(uniq[0])
         # every negative scoring >= threshold is a false positive: stay above the (allowed+1)-th highest
         return just_above(float(neg[allowed]))
-    raise ValueError(f"unknown threshold mode {mode!r}; use 'max_f1' or 'fpr'")
+    raise ValueError(f"unknown threshold mode {mode!r}; use 'max_f1', 'balanced' or 'fpr'")
 
 
 def fit_temperature(logits: Any, y: Any, *, t_min: float = 0.05, t_max: float = 20.0) -> float:

@@ -255,8 +255,10 @@ class TrainingSection(Model):
     weight_shrinkage: float = Field(
         0.1, ge=0, le=1, description="Ensemble weights are shrunk this much toward uniform (0..1)."
     )
-    threshold_mode: Literal["max_f1", "fpr"] = Field(
-        "max_f1", description="Decision threshold: best F1 on validation, or the best recall at target_fpr."
+    threshold_mode: Literal["max_f1", "balanced", "fpr"] = Field(
+        "max_f1",
+        description="Decision threshold: best F1 on validation, best balanced accuracy (recall - false-positive "
+        "rate), or the best recall at target_fpr.",
     )
     target_fpr: float = Field(0.05, gt=0, lt=1, description="False-positive-rate budget for threshold_mode fpr.")
     tiers: dict[str, float] = Field(

@@ -114,6 +114,21 @@ def test_threshold_max_f1() -> None:
         choose_threshold(y, p, mode="nope")  # type: ignore[arg-type]
 
 
+def test_threshold_balanced_weighs_both_classes() -> None:
+    # many easy fights and few no-fights: F1 drifts low (every no-fight alarms), balanced accuracy does not
+    y = np.array([1] * 20 + [0] * 4)
+    p = np.r_[np.linspace(0.3, 0.95, 20), [0.35, 0.4, 0.45, 0.2]]
+    thr = choose_threshold(y, p, mode="balanced")
+    rep = classification_report(y, p, thr)
+    best = max(skm.balanced_accuracy_score(y, (p >= c).astype(int)) for c in p)
+    assert skm.balanced_accuracy_score(y, (p >= thr).astype(int)) == pytest.approx(best)
+    assert rep["fpr"] == 0.0 and thr == pytest.approx((0.45 + p[7]) / 2)  # above every no-fight
+    # F1 counts no true negatives: it keeps every fight and alarms on 3 of the 4 no-fights
+    assert classification_report(y, p, choose_threshold(y, p, mode="max_f1"))["fpr"] == 0.75
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold(np.ones(3), np.array([0.2, 0.5, 0.9]), mode="balanced")
+
+
 def test_ensemble_weights_favour_informative_member() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 230)
