@@ -44,6 +44,9 @@ FEATURE_SCHEMA = pa.schema(
         ("frames_per_clip", pa.int32()),
         ("motion", pa.list_(pa.float32())),
         ("motion_hash", pa.string()),
+        # the backbone's weights file when not the stock one (model.weights); "" or absent (stores written
+        # before this column) = the stock weights
+        ("weights_hash", pa.string()),
     ]
 )
 ERROR_SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("stage", pa.string())])
@@ -54,14 +57,32 @@ def effective_spec(cfg: NexaraConfig) -> PreprocessSpec:
     return replace(get_spec(cfg.model.backbone), resize=cfg.media.resize)
 
 
+def weights_hash(cfg: NexaraConfig) -> str:
+    """``""`` for the backbone's stock weights, else the first 16 hex digits of ``model.weights``' SHA-256
+    (a fine-tuned or user-supplied backbone), so features of different weights never mix in a store."""
+    if not cfg.model.weights:
+        return ""
+    from nexara.model_manifest import sha256_file
+
+    weights = Path(cfg.model.weights).expanduser()
+    if not weights.is_file():
+        raise NexaraError(f"model.weights: no such file: {weights}")
+    return sha256_file(weights)[:16]
+
+
+def weights_match(expected: str) -> pc.Expression:
+    return pc.coalesce(pc.field("weights_hash"), pa.scalar("")) == expected  # null in stores older than the column
+
+
 @dataclass(frozen=True, slots=True)
 class StoreKey:
-    """What makes stored features reusable: same backbone, preprocessing, T and motion spec."""
+    """What makes stored features reusable: same backbone, preprocessing, T, motion spec and weights."""
 
     backbone: str
     preprocessing_hash: str
     frames_per_clip: int
     motion_hash: str  # "" when the motion stream is off
+    weights_hash: str = ""  # "" = the stock weights (see weights_hash)
 
     @classmethod
     def for_config(cls, cfg: NexaraConfig) -> StoreKey:
@@ -70,7 +91,8 @@ class StoreKey:
             from nexara.motion import MotionSpec
 
             motion_hash = MotionSpec().hash()
-        return cls(cfg.model.backbone, effective_spec(cfg).hash(), cfg.media.frames_per_clip, motion_hash)
+        spec_hash = effective_spec(cfg).hash()
+        return cls(cfg.model.backbone, spec_hash, cfg.media.frames_per_clip, motion_hash, weights_hash(cfg))
 
     def expression(self) -> pc.Expression:
         expr = (
@@ -80,7 +102,7 @@ class StoreKey:
         )
         if self.motion_hash:
             expr = expr & (pc.field("motion_hash") == self.motion_hash)
-        return expr
+        return expr & weights_match(self.weights_hash)
 
 
 def _parts(out_dir: Path) -> list[str]:
@@ -145,6 +167,7 @@ def feature_rows(batch: dict[str, np.ndarray], key: StoreKey) -> tuple[pa.Table,
                 "frames_per_clip": key.frames_per_clip,
                 "motion": np.asarray(batch["motion"][i], dtype=np.float32),
                 "motion_hash": key.motion_hash,
+                "weights_hash": key.weights_hash,
             }
         )
     return _rows_to_table(rows), errors

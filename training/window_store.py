@@ -23,8 +23,7 @@ import pyarrow.dataset as pads
 from nexara.backbones import effective_clip_spec
 from nexara.config import NexaraConfig
 from nexara.errors import NexaraError
-from nexara.model_manifest import sha256_file
-from training.feature_store import split_failed
+from training.feature_store import split_failed, weights_hash, weights_match
 
 WINDOW_PREFIX = "windows-"
 CLIP_COLUMNS = ("path", "content_hash", "label", "source", "split")
@@ -78,14 +77,8 @@ class WindowStoreKey:
             from nexara.motion import MotionSpec
 
             motion_hash = MotionSpec().hash()
-        weights_hash = ""
-        if cfg.model.weights:
-            weights = Path(cfg.model.weights).expanduser()
-            if not weights.is_file():
-                raise NexaraError(f"model.weights: no such file: {weights}")
-            weights_hash = sha256_file(weights)[:16]
         spec_hash = effective_clip_spec(cfg).hash()
-        return cls(cfg.model.backbone, spec_hash, float(cfg.features.window_hop_s), motion_hash, weights_hash)
+        return cls(cfg.model.backbone, spec_hash, float(cfg.features.window_hop_s), motion_hash, weights_hash(cfg))
 
     def expression(self) -> pc.Expression:
         # the hop is stored as float32: compare it at that precision
@@ -97,8 +90,7 @@ class WindowStoreKey:
         )
         if self.motion_hash:
             expr = expr & (pc.field("motion_hash") == self.motion_hash)
-        weights = pc.coalesce(pc.field("weights_hash"), pa.scalar(""))  # null in stores older than the column
-        return expr & (weights == self.weights_hash)
+        return expr & weights_match(self.weights_hash)
 
 
 def _parts(out_dir: Path) -> list[str]:
