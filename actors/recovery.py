@@ -21,16 +21,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.event_log import EventLog, EventRecord
+from pydantic import ValidationError
+
+from actors.event_log import EventLog, EventRecord, is_review_line
 from actors.sinks import idempotency_key
 
-__all__ = ["close_interrupted", "delivered_keys", "source_cameras", "undelivered"]
+__all__ = [
+    "close_interrupted",
+    "dead_letter_event",
+    "delivered_keys",
+    "event_key",
+    "logged_records",
+    "source_cameras",
+    "undelivered",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +77,38 @@ def close_interrupted(log: EventLog, cameras: Callable[[str], bool]) -> list[dic
     return out
 
 
+def event_key(rec: EventRecord) -> str:
+    """The webhook's idempotency key of a logged event: what its delivered ledger holds once it got a 2xx."""
+    return idempotency_key(rec.model_dump(mode="json", include={"event_id", "kind", "seq"}))
+
+
+def logged_records(log_path: str | os.PathLike[str]) -> Iterator[EventRecord]:
+    """The events of the log at ``log_path`` as :meth:`EventLog.records` reads them (reviews, torn and invalid
+    lines skipped), without opening it for appending (retention reads a log that live actors append to)."""
+    try:
+        f = open(log_path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for raw in f:
+            if not raw.strip() or is_review_line(raw):
+                continue
+            try:
+                yield EventRecord.model_validate_json(raw)
+            except ValidationError:
+                continue
+
+
+def dead_letter_event(raw: bytes) -> dict[str, Any] | None:
+    """The event of one dead-letter line (:class:`actors.webhook.WebhookSink`), or None for a torn line."""
+    try:
+        event = json.loads(raw)["event"]
+        idempotency_key(event)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def delivered_keys(delivered_path: Path, dead_letter_path: Path) -> set[str]:
     """Idempotency keys the webhook delivered (its ledger) or gave up on (its dead-letter file)."""
     keys: set[str] = set()
@@ -73,10 +116,9 @@ def delivered_keys(delivered_path: Path, dead_letter_path: Path) -> set[str]:
         keys.update(x.strip() for x in delivered_path.read_text(errors="replace").splitlines() if x.strip())
     if dead_letter_path.exists():
         for raw in dead_letter_path.read_bytes().splitlines():
-            try:
-                keys.add(idempotency_key(json.loads(raw)["event"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line: its event is sent again (the receiver drops it by key)
+            event = dead_letter_event(raw)
+            if event is not None:  # a torn last line: its event is sent again (the receiver drops it by key)
+                keys.add(idempotency_key(event))
     return keys
 
 
@@ -89,7 +131,6 @@ def undelivered(
     out = []
     for rec in log.records():
         if cameras(rec.camera_id):
-            data = rec.model_dump(mode="json", exclude={"members"})
-            if idempotency_key(data) not in done:
-                out.append({**data, "source_id": source_id})
+            if event_key(rec) not in done:
+                out.append({**rec.model_dump(mode="json", exclude={"members"}), "source_id": source_id})
     return out

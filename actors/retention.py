@@ -10,6 +10,13 @@ and any line of a kind this module does not know) are written to a new file, fsy
 lock shared and reopen a replaced log, so no record is lost. A torn line (a crash mid-write) is dropped.
 Clip files no kept event points to are deleted once older than ``max_age_days`` (failed or orphaned).
 
+The webhook's files in the run folder follow the compacted log, by the same lock protocol (the webhook
+appends to both under the shared lock): its delivered ledger keeps only the keys of events the log still
+holds (:func:`actors.recovery.event_key`, what :func:`actors.recovery.undelivered` compares), its dead-letter
+file only the lines of incidents the log still holds (operator-facing records of failures: they go with their
+incident, never before it). Both are read under their exclusive lock *before* the log is read: the webhook is
+handed an event only once it is logged, so a key appended meanwhile belongs to an event that read sees.
+
 :func:`prune` is one pass; :class:`RetentionTask` runs it every ``retention.interval_s`` on a daemon
 thread over every run folder under a root. Pure logic plus file I/O: no Ray.
 """
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from actors.log_lock import log_lock
+from actors.recovery import dead_letter_event, event_key, logged_records
+from actors.stream_sinks import WEBHOOK_DEAD_LETTER, WEBHOOK_DELIVERED
 from nexara.config.upkeep import RetentionSection
 
 logger = logging.getLogger(__name__)
@@ -56,6 +65,8 @@ class RetentionReport:
     incidents_pruned: int = 0
     lines_dropped: int = 0
     clips_deleted: int = 0
+    ledger_keys_dropped: int = 0  # webhook delivered-ledger lines
+    dead_letters_dropped: int = 0
     bytes_freed: int = 0
     bytes_after: int = 0
     pruned: list[str] = field(default_factory=list)  # "<run>/<event id>"
@@ -113,16 +124,27 @@ def _incidents(run: Path, log: Path) -> dict[str, Incident]:
 def compact_log(log: str | os.PathLike[str], keep: Callable[[dict[str, Any]], bool]) -> tuple[int, int]:
     """Rewrite ``log`` with the lines ``keep`` accepts (torn lines dropped), atomically, under the
     exclusive log lock. Returns (lines kept, lines dropped); the file is untouched when nothing drops."""
+
+    def keep_line(raw: bytes) -> bool:
+        data = _parse(raw)
+        return data is not None and keep(data)
+
+    return _compact(log, lambda: keep_line)
+
+
+def _compact(log: str | os.PathLike[str], rule: Callable[[], Callable[[bytes], bool]]) -> tuple[int, int]:
+    """:func:`compact_log` of raw lines; ``rule`` is called once the exclusive lock is held and returns the
+    line filter (so what it reads is read after the last append it must keep)."""
     path = Path(log)
     with log_lock(path, exclusive=True):
+        keep = rule()
         kept: list[bytes] = []
         dropped = 0
         with path.open("rb") as f:
             for raw in f:
                 if not raw.strip():
                     continue
-                data = _parse(raw)
-                if data is None or not keep(data):
+                if not keep(raw):
                     dropped += 1
                     continue
                 kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
@@ -201,6 +223,7 @@ def prune(
         _, dropped = compact_log(log, _keeps_all_but(gone.get(run, set())))
         report.lines_dropped += dropped
         report.bytes_freed += max(0, size_before - log.stat().st_size)
+        _compact_webhook_files(run, log, report)
     for clip in {c for inc in doomed for c in inc.clips}:
         if clip.is_file():
             report.bytes_freed += clip.stat().st_size
@@ -209,11 +232,14 @@ def prune(
     for run in runs:
         report.clips_deleted += _orphan_clips(run, run / event_log, now - section.max_age_days * _DAY_S, report)
     report.bytes_after = _size(storage)
-    if report.incidents_pruned or report.clips_deleted:
+    if report.incidents_pruned or report.clips_deleted or report.ledger_keys_dropped or report.dead_letters_dropped:
         logger.info(
-            "retention: %d incident(s) pruned, %d log line(s) and %d clip(s) removed, %.1f MB freed, %.1f MB kept",
+            "retention: %d incident(s) pruned, %d log line(s), %d delivered key(s), %d dead letter(s) and %d clip(s) "
+            "removed, %.1f MB freed, %.1f MB kept",
             report.incidents_pruned,
             report.lines_dropped,
+            report.ledger_keys_dropped,
+            report.dead_letters_dropped,
             report.clips_deleted,
             report.bytes_freed / 2**20,
             report.bytes_after / 2**20,
@@ -226,6 +252,37 @@ def _keeps_all_but(dead: set[str]) -> Callable[[dict[str, Any]], bool]:
         return record.get("event_id") not in dead
 
     return keep
+
+
+def _compact_webhook_files(run: Path, log: Path, report: RetentionReport) -> None:
+    """The webhook's delivered ledger and dead-letter file of ``run``, compacted to the (compacted) ``log``."""
+    ledger = run / WEBHOOK_DELIVERED
+    if ledger.is_file():
+
+        def ledger_rule() -> Callable[[bytes], bool]:
+            keys = {event_key(rec) for rec in logged_records(log)}
+            return lambda raw: raw.decode("utf-8", "replace").strip() in keys
+
+        size_before = ledger.stat().st_size
+        report.ledger_keys_dropped += _compact(ledger, ledger_rule)[1]
+        report.bytes_freed += max(0, size_before - ledger.stat().st_size)
+    dead_letter = run / WEBHOOK_DEAD_LETTER
+    if dead_letter.is_file():
+
+        def dead_letter_rule() -> Callable[[bytes], bool]:
+            incidents = {rec.event_id for rec in logged_records(log)}
+
+            def keep(raw: bytes) -> bool:
+                if _parse(raw) is None:
+                    return False  # torn (a crash mid-write)
+                event = dead_letter_event(raw)
+                return event is None or event["event_id"] in incidents  # a line of a shape unknown here stays
+
+            return keep
+
+        size_before = dead_letter.stat().st_size
+        report.dead_letters_dropped += _compact(dead_letter, dead_letter_rule)[1]
+        report.bytes_freed += max(0, size_before - dead_letter.stat().st_size)
 
 
 def _orphan_clips(run: Path, log: Path, older_than_unix_s: float, report: RetentionReport) -> int:

@@ -6,7 +6,9 @@ serialised and put on a bounded queue served by one daemon worker thread, which 
 with capped exponential backoff and full jitter (a ``Retry-After`` in seconds or as an HTTP date is
 honoured, capped at ``backoff_max_s``). Any other non-2xx answer is permanent. An event that is not
 delivered (permanent error, attempts used up, queue full, sink closed) is appended to a dead-letter
-JSON Lines file, one fsynced line each, so nothing is dropped silently.
+JSON Lines file, one fsynced line each, so nothing is dropped silently. A delivered event's key is appended
+to the delivered ledger (``delivered_path``). Retention (:mod:`actors.retention`) compacts both files, so
+every append holds the file's shared sidecar lock and reopens a replaced file (:mod:`actors.log_lock`).
 
 Every request carries the Standard Webhooks headers: ``webhook-id: {event_id}:{kind}:{seq}`` (the
 idempotency key: a retry of a request the receiver did get must be dropped by the receiver),
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.confirmation import AlertEvent
+from actors.log_lock import APPEND_FLAGS, log_lock, reopen_if_replaced
 from actors.sinks import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -157,15 +160,15 @@ class WebhookSink:
         self._extra_headers = extra
 
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-        self._dl_fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._dl_lock = threading.Lock()
+        self._dl_fd = os.open(self.dead_letter_path, APPEND_FLAGS, 0o644)
+        self._dl_lock = threading.Lock()  # both descriptors (a retention pass may make either one reopen)
         # the delivered ledger: one idempotency key per line, written after each 2xx (what a restarted camera
         # need not send again: actors.recovery.undelivered)
         self.delivered_path = None if delivered_path is None else Path(delivered_path)
         self._ok_fd = -1
         if self.delivered_path is not None:
             self.delivered_path.parent.mkdir(parents=True, exist_ok=True)
-            self._ok_fd = os.open(self.delivered_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._ok_fd = os.open(self.delivered_path, APPEND_FLAGS, 0o644)
 
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
@@ -363,10 +366,15 @@ class WebhookSink:
     def _record_delivered(self, key: str) -> None:
         # one O_APPEND write per key (no fsync: it guards against a killed process, whose page cache survives;
         # after a power cut the receiver drops a resent event by its webhook-id)
-        if self._ok_fd < 0:
+        if self.delivered_path is None:
             return
         try:
-            os.write(self._ok_fd, (key + "\n").encode("utf-8"))
+            with self._dl_lock:
+                if self._ok_fd < 0:
+                    return
+                with log_lock(self.delivered_path, exclusive=False):
+                    self._ok_fd = reopen_if_replaced(self._ok_fd, self.delivered_path)
+                    _write_all(self._ok_fd, (key + "\n").encode("utf-8"))
         except OSError as exc:
             logger.warning("delivered ledger %s not written (%s): %s may be sent again", self.delivered_path, exc, key)
 
@@ -394,18 +402,18 @@ class WebhookSink:
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
         with self._dl_lock:
             try:
-                # After close() (a late submit) the file is opened just for this record.
-                fd = self._dl_fd
-                if fd < 0:
-                    fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    written = os.write(fd, line)
-                    while written < len(line):
-                        written += os.write(fd, line[written:])
-                    os.fsync(fd)
-                finally:
-                    if fd != self._dl_fd:
-                        os.close(fd)
+                with log_lock(self.dead_letter_path, exclusive=False):
+                    if self._dl_fd >= 0:
+                        self._dl_fd = reopen_if_replaced(self._dl_fd, self.dead_letter_path)
+                        _write_all(self._dl_fd, line)
+                        os.fsync(self._dl_fd)
+                    else:  # after close() (a late submit) the file is opened just for this record
+                        fd = os.open(self.dead_letter_path, APPEND_FLAGS, 0o644)
+                        try:
+                            _write_all(fd, line)
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
             except OSError as exc:
                 with self._lock:
                     self._counts["dead_letter_errors"] += 1
@@ -414,6 +422,12 @@ class WebhookSink:
                 return
         with self._lock:
             self._counts["dead_lettered"] += 1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def _secrets(secret: str | bytes | Sequence[str | bytes] | None) -> tuple[str | bytes, ...]:
