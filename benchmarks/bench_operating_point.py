@@ -85,6 +85,10 @@ def oof_windows(args: argparse.Namespace) -> pa.Table:
             **{f"p_{n}": pa.array(ev.cv.oof_member_probs[:, j]) for j, n in enumerate(ev.cv.member_names)},
         }
     )
+    if ev.lodo is not None:  # leave one dataset out: each window scored by models that never saw its dataset
+        table = table.append_column("lodo_p", pa.array(ev.lodo.oof_ensemble_probs.astype(np.float64)))
+        for j, n in enumerate(ev.lodo.member_names):
+            table = table.append_column(f"lodo_p_{n}", pa.array(ev.lodo.oof_member_probs[:, j]))
     args.out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, cache)
     return table
