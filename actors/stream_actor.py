@@ -4,7 +4,9 @@ The manager is a named, detached actor (namespace ``nexara``): the HTTP ingress 
 it by name, add and remove cameras at run time, and read their status. Each stream actor scores its
 windows through the Serve app's deployment handles (awaited, never ``ray.get`` in async code): the frame
 ``Backbone`` or, for a model on a clip backbone, ``ClipBackbone`` (whole windows), then ``VotingEnsemble``;
-with ``serve.cascade`` the gate member runs in the stream actor first (:mod:`actors.cascade`).
+with ``serve.cascade`` the gate member runs in the stream actor first (:mod:`actors.cascade`). Cameras added
+over the HTTP API are kept in the run folder (:mod:`actors.camera_store`) and started again by the next
+manager on that folder.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any
 import ray
 from ray import serve
 
+from actors.camera_store import CameraStore, checked_source
 from actors.confirmation import EndReason
 from actors.quality import QualityMonitor
 from actors.records import SourceStatus
 from actors.stream import LiveModel, runs_folder, worker_from_config
 from nexara.config import ResolvedCamera
 from nexara.config.live import CascadeConfig
-from nexara.errors import CameraError, ConfigError
+from nexara.errors import CameraError, ConfigError, SourceNotAllowedError
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class CameraManager:
         self.restarts: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
+        self._restoring: asyncio.Task[dict[str, str | None]] | None = None
         self._settings(settings, run_dir)
 
     def _settings(self, settings: dict[str, Any], run_dir: str) -> None:
@@ -134,11 +138,20 @@ class CameraManager:
         root = runs_folder(Path(self.run_dir), self.cfg.sinks.run_dir)
         self.retention = RetentionTask(root, self.cfg.retention, event_log=self.cfg.sinks.event_log)
         self.retention.start()
+        # the run folder's kept cameras (HTTP API): running ones by id, and those not (yet) running again with
+        # why not (None: being restored); the store holds both, in that order
+        self.store = CameraStore.of_run_dir(self.run_dir)
+        self.kept: dict[str, dict[str, Any]] = {}
+        self.unrestored: dict[str, tuple[dict[str, Any], str | None]] = {}
+        if self._restoring is not None:
+            self._restoring.cancel()
+            self._restoring = None
 
     async def adopt(self, settings: dict[str, Any], run_dir: str) -> bool:
         """Take a redeployed app's settings and run folder (the manager is detached and outlives its app):
         True once they are in force; False, changing nothing, while cameras run on the old ones."""
         if settings == self.settings and str(Path(run_dir).resolve()) == self.run_dir:
+            self._start_restore()
             return True
         async with self._lock:
             if self.actors:
@@ -153,6 +166,7 @@ class CameraManager:
             self._settings(settings, run_dir)  # no await before: a call queued after this one sees them
             await asyncio.get_running_loop().run_in_executor(None, old.stop)
             logger.info("camera manager of app %s: new settings, run folder %s", self.app_name, self.run_dir)
+            self._start_restore()
             return True
 
     async def info(self) -> dict[str, Any]:
@@ -161,11 +175,18 @@ class CameraManager:
             "event_log": str(Path(self.run_dir) / self.cfg.sinks.event_log),
             "app_name": self.app_name,
             "cameras": sorted(self.actors),
+            "camera_store": str(self.store.path),
+            "kept": sorted(self.kept),
+            "unrestored": {cid: err for cid, (_, err) in sorted(self.unrestored.items())},
             "restarts": dict(self.restarts),
             "retention": {"root": str(self.retention.root), "passes": self.retention.passes},
         }
 
-    async def add(self, camera: dict[str, Any]) -> SourceStatus:
+    async def add(self, camera: dict[str, Any], persist: bool | None = None) -> SourceStatus:
+        """Start ``camera`` (CameraConfig JSON). ``persist``: keep it in the run folder's camera store, so that
+        a later manager on this folder starts it again; by default a camera that carries a ``source_policy``
+        (the HTTP API and the console set it) is kept and a config or ``nexara watch`` camera (unset) is not:
+        the config starts those again itself."""
         from pydantic import ValidationError
 
         from nexara.config import CameraConfig, error_key
@@ -180,11 +201,16 @@ class CameraManager:
             raise CameraError("invalid_camera", str(exc)) from None
         if "://" not in cam.url and cam.format is None and not Path(cam.url).exists():
             raise CameraError("source_not_found", f"camera {cam.id}: source file not found: {cam.url}")
+        keep = cam.source_policy is not None if persist is None else persist
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise())
         async with self._lock:
             if cam.id in self.actors:
                 raise CameraError("camera_exists", f"camera {cam.id} already exists; DELETE it first")
+            if cam.id in self.unrestored and not keep:
+                raise CameraError(
+                    "camera_exists", f"camera {cam.id} is kept in {self.store.path} (not running); DELETE it first"
+                )
             actor = self._new_actor(resolved)
             timeout = self.cfg.serve.camera_start_timeout_s
             try:
@@ -208,7 +234,109 @@ class CameraManager:
             self.configs[cam.id] = cam.model_dump(mode="json")
             self.resolved[cam.id] = resolved
             self.restarts.setdefault(cam.id, 0)
+            if keep:
+                self.kept[cam.id] = self.configs[cam.id]
+                before = self.unrestored.pop(cam.id, None)
+                try:
+                    await self._save()
+                except OSError as exc:  # not kept: not started either (it would be gone after a restart)
+                    self.kept.pop(cam.id, None)
+                    if before is not None:
+                        self.unrestored[cam.id] = before
+                    self.actors.pop(cam.id, None)
+                    self.configs.pop(cam.id, None)
+                    self.resolved.pop(cam.id, None)
+                    ray.kill(actor)
+                    raise CameraError(
+                        "camera_failed", f"camera {cam.id} not started: {self.store.path} could not be written: {exc}"
+                    ) from None
             return status
+
+    async def _save(self) -> None:
+        """The kept cameras (running, then not running) to the store; called holding ``self._lock``."""
+        cameras = {**self.kept, **{cid: raw for cid, (raw, _) in self.unrestored.items()}}
+        await asyncio.to_thread(self.store.save, cameras)
+
+    def _start_restore(self) -> None:
+        if self._restoring is None:
+            self._restoring = asyncio.create_task(self._restore())
+
+    async def restore(self) -> dict[str, str | None]:
+        """Start the run folder's kept cameras again (once per run folder: :meth:`adopt` starts it, the app's
+        deploy) and wait for it: camera id -> None when running, else why not."""
+        self._start_restore()
+        assert self._restoring is not None
+        return await asyncio.shield(self._restoring)
+
+    async def _restore(self) -> dict[str, str | None]:
+        """Each kept camera checked as a new HTTP API camera (source policy, schema, source, capacity) and
+        started; one that fails stays in the store and is listed as ``failed`` with why, an error logged."""
+        store = self.store
+        cameras, problems = await asyncio.to_thread(store.load)
+        for problem in problems:
+            logger.error("camera store: %s", problem)
+        async with self._lock:  # listed (state "restoring") and kept in the file while they start
+            for cid, raw in cameras.items():
+                if cid not in self.actors:
+                    self.unrestored.setdefault(cid, (raw, None))
+        out: dict[str, str | None] = {}
+        for cid, raw in cameras.items():
+            if self.unrestored.get(cid) != (raw, None):  # added or removed meanwhile
+                out[cid] = None if cid in self.actors else "added or removed while the app started"
+                continue
+            err: Exception
+            try:
+                camera = await asyncio.to_thread(checked_source, self.cfg.serve.source_policy, raw)
+                await self.add(camera, persist=True)
+                logger.info("camera %s restored from %s", cid, store.path)
+                out[cid] = None
+                continue
+            except SourceNotAllowedError as exc:
+                logger.error("camera %s kept in %s: the source policy refuses it now: %s", cid, store.path, exc.reason)
+                err = CameraError("source_not_allowed", f"camera {cid}: {SourceNotAllowedError.public_message}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                err = getattr(exc, "cause", None) or exc
+            if cid in self.actors:  # started meanwhile by a caller of add()
+                out[cid] = None
+                continue
+            why = f"not restored from {store.path.name}: {err}"
+            logger.error(
+                "camera %s kept in %s not restored (it stays there; DELETE it to forget it): %s", cid, store.path, err
+            )
+            async with self._lock:
+                if cid in self.unrestored:
+                    self.unrestored[cid] = (raw, why)
+            out[cid] = why
+        if problems:  # the usable cameras to a clean file (the bad one was copied aside)
+            async with self._lock:
+                try:
+                    await self._save()
+                except OSError as exc:
+                    logger.error("camera store %s not rewritten: %s", store.path, exc)
+        return out
+
+    def _unrestored_status(self, camera_id: str, with_config: bool) -> SourceStatus:
+        raw, why = self.unrestored[camera_id]
+        url = raw.get("url")
+        return SourceStatus(
+            source_id=camera_id,
+            url=url if isinstance(url, str) else "",
+            state="restoring" if why is None else "failed",
+            error=why,
+            fps_in=None,
+            frames_in=0,
+            stream_time_s=0.0,
+            connects=0,
+            reconnects=0,
+            corrupt_packets=0,
+            queued=0,
+            in_flight=0,
+            started_unix_s=None,
+            cells=(),
+            config=raw if with_config else None,
+        )
 
     def _new_actor(self, resolved: ResolvedCamera) -> Any:
         return StreamActor.options(  # type: ignore[attr-defined]
@@ -248,7 +376,27 @@ class CameraManager:
             self.restarts[camera_id] = self.restarts.get(camera_id, 0) + 1
 
     async def remove(self, camera_id: str, reason: EndReason = "removed") -> SourceStatus:
+        """Stop ``camera_id`` and forget it: it leaves the store too (one not running is only dropped there)."""
+        return await self._stop(camera_id, reason, forget=True)
+
+    async def _stop(self, camera_id: str, reason: EndReason, forget: bool) -> SourceStatus:
         async with self._lock:
+            if forget and (camera_id in self.kept or camera_id in self.unrestored):
+                self.kept.pop(camera_id, None)
+                gone = self._unrestored_status(camera_id, True) if camera_id in self.unrestored else None
+                self.unrestored.pop(camera_id, None)
+                try:
+                    await self._save()
+                except OSError as exc:
+                    logger.error(
+                        "camera %s removed, but %s could not be written (%s): it comes back when an app starts "
+                        "on this run folder",
+                        camera_id,
+                        self.store.path,
+                        exc,
+                    )
+                if gone is not None:
+                    return gone
             actor = self.actors.pop(camera_id, None)
             self.configs.pop(camera_id, None)
             self.resolved.pop(camera_id, None)
@@ -268,6 +416,8 @@ class CameraManager:
                 st = await a.status.remote()
                 if st.cell(camera_id) is not None:
                     return replace(st, config=self.configs.get(sid))
+            if camera_id in self.unrestored:
+                return self._unrestored_status(camera_id, True)
             raise CameraError("camera_not_found", f"no camera {camera_id}")
         return replace(await actor.status.remote(), config=self.configs.get(camera_id))
 
@@ -287,10 +437,13 @@ class CameraManager:
         return data  # type: ignore[no-any-return]
 
     async def cameras(self) -> list[SourceStatus]:
-        """Every camera's status (a camera whose stream actor died is left out until its new one runs)."""
+        """Every camera's status (a camera whose stream actor died is left out until its new one runs), and
+        the kept cameras not running (being restored, or failed to: state ``restoring`` or ``failed``)."""
         ids = sorted(self.actors)
         statuses = await asyncio.gather(*(self.actors[i].status.remote() for i in ids), return_exceptions=True)
-        return [s for s in statuses if isinstance(s, SourceStatus)]
+        out = [s for s in statuses if isinstance(s, SourceStatus)]
+        out += [self._unrestored_status(i, False) for i in sorted(self.unrestored) if i not in self.actors]
+        return sorted(out, key=lambda s: s.source_id)
 
     async def wait_all(self, timeout_s: float | None = None) -> bool:
         """True once every source has ended (files), False on timeout (or while a stream actor restarts)."""
@@ -300,13 +453,16 @@ class CameraManager:
         return all(r is True for r in results)
 
     async def stop_all(self) -> list[SourceStatus]:
-        """Stop every camera and the retention task (the app's shutdown)."""
+        """Stop every camera and the retention task (the app's shutdown). The store keeps its cameras: they
+        start again with the next app on this run folder."""
+        if self._restoring is not None:
+            self._restoring.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self.retention.stop)
         ids = list(self.actors)
         out = []
         for i in ids:
             try:
-                out.append(await self.remove(i, reason="shutdown"))
+                out.append(await self._stop(i, "shutdown", forget=False))
             except Exception as exc:
                 logger.error("camera %s did not stop cleanly: %s", i, exc)
         return out

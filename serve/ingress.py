@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.camera_store import checked_source
 from actors.event_log import MAX_READ_LIMIT
 from nexara.errors import (
     ApiError,
@@ -35,7 +36,6 @@ from nexara.errors import (
     http_status,
 )
 from nexara.media import source_label
-from nexara.source_policy import check_source
 from serve.api_schema import CAMERA_BODY, ERROR_RESPONSES, UPLOAD_BODY
 from serve.console import ConsoleRoutes, console_router
 from serve.rate_limit import RateLimiter
@@ -152,24 +152,14 @@ class Ingress(ConsoleRoutes):
         """The camera with ``source_policy`` set to the server's (the stream reader checks it again at
         every connect); a source the policy refuses raises one generic error, its reason only logged."""
         policy = self.cfg.serve.source_policy
-        url, fmt, options = camera.get("url"), camera.get("format"), camera.get("options")
-        if isinstance(url, str):  # a missing or mistyped field is left to the camera schema (422)
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None,
-                    lambda: check_source(
-                        policy,
-                        url,
-                        input_format=fmt if isinstance(fmt, str) else None,
-                        options=options if isinstance(options, dict) else None,
-                    ),
-                )
-            except SourceNotAllowedError as exc:
-                logger.warning("camera %r refused (%s): %s", camera.get("id"), source_label(url), exc.reason)
-                raise ApiError(
-                    "source_not_allowed", f"camera {camera.get('id')}: {SourceNotAllowedError.public_message}"
-                ) from None
-        return {**camera, "source_policy": policy.model_dump(mode="json")}
+        try:  # the check the camera manager repeats when it restores a kept camera (actors.camera_store)
+            return await asyncio.get_running_loop().run_in_executor(None, checked_source, policy, camera)
+        except SourceNotAllowedError as exc:
+            url = str(camera.get("url"))
+            logger.warning("camera %r refused (%s): %s", camera.get("id"), source_label(url), exc.reason)
+            raise ApiError(
+                "source_not_allowed", f"camera {camera.get('id')}: {SourceNotAllowedError.public_message}"
+            ) from None
 
     async def _manager_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -249,7 +239,8 @@ class Ingress(ConsoleRoutes):
             raise ApiError("invalid_camera", "the body must be a JSON object with at least id and url")
         camera = await self._check_source(camera)
         try:
-            return (await self.manager.add.remote(camera)).to_dict()
+            # kept in the run folder: the camera starts again when the app restarts on it
+            return (await self.manager.add.remote(camera, persist=True)).to_dict()
         except Exception as exc:
             raise _camera_error(exc) from None
 
