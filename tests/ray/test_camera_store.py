@@ -62,7 +62,7 @@ def app(ray_local: None, shared_clips: Path, tmp_path: Path) -> Iterator[dict[st
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{cfg.serve.port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120
     )
-    yield {"settings": settings, "run_dir": run_dir, "client": client}
+    yield {"cfg": cfg, "run_dir": run_dir, "client": client}
     client.close()
     serve.delete(APP)
     try:
@@ -87,7 +87,8 @@ def test_api_cameras_come_back_on_a_new_manager_and_removed_ones_do_not(
 ) -> None:
     import ray
 
-    from actors.stream_actor import get_manager, get_or_create_manager
+    from actors.stream_actor import get_manager
+    from serve.builder import run_local
 
     client, run_dir = app["client"], app["run_dir"]
     clip = str(shared_clips / "noFight" / "nofi108.mp4")
@@ -107,8 +108,9 @@ def test_api_cameras_come_back_on_a_new_manager_and_removed_ones_do_not(
 
     ray.kill(get_manager(APP))  # the manager dies (its stream actors with it), as in a kill -9 of `nexara serve`
     link.unlink()
-    manager = get_or_create_manager(app["settings"], str(run_dir), APP)  # what the app's deploy does
-    restored = ray.get(manager.restore.remote(), timeout=180)
+    run_local(app["cfg"], run_dir)  # the app deployed again: its new ingress gets a new manager, which restores
+    manager = get_manager(APP)
+    restored = ray.get(manager.restore.remote(), timeout=180)  # waits for the restore the deploy started
 
     assert restored["keep"] is None and set(restored) == {"keep", "lost"}  # "gone" does not come back
     assert "source file not found" in str(restored["lost"])
@@ -117,7 +119,7 @@ def test_api_cameras_come_back_on_a_new_manager_and_removed_ones_do_not(
     assert dict(st.config) == before  # the same config, its per-camera windows override included
     lost = ray.get(manager.status.remote("lost"))
     assert lost.state == "failed" and "source file not found" in str(lost.error)
-    listed = {s.source_id: s.state for s in ray.get(manager.cameras.remote())}
+    listed = {c["source_id"]: c["state"] for c in client.get("/v1/cameras").json()["cameras"]}  # the new app's
     assert listed == {"keep": "streaming", "lost": "failed"}
     # the failed camera stays kept until an operator removes it
     assert [c["id"] for c in json.loads((run_dir / "cameras.json").read_text())["cameras"]] == ["keep", "lost"]
