@@ -59,6 +59,20 @@ def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
     return path.resolve()
 
 
+def latest_run_with_cameras(cfg: NexaraConfig) -> Path | None:
+    """The newest run folder under ``sinks.run_dir`` that keeps cameras added over the API (``cameras.json``
+    listing at least one), or None. What ``nexara serve --resume`` serves on again."""
+    from actors.camera_store import STORE_FILE, CameraStore
+
+    root = Path(cfg.sinks.run_dir)
+    found = [p.parent for p in root.glob(f"*/{STORE_FILE}") if p.is_file()] if root.is_dir() else []
+    for run in sorted(found, key=lambda p: (p / STORE_FILE).stat().st_mtime, reverse=True):
+        cameras, _ = CameraStore.of_run_dir(run).load()
+        if cameras:
+            return run.resolve()
+    return None
+
+
 def embedding_deployment(cfg: NexaraConfig) -> str:
     """The deployment that embeds this model's pixels: ``ClipBackbone`` for a model on a clip backbone
     (manifest ``clip`` entry), else ``Backbone``. (A frame model whose members all read motion still gets a

@@ -29,9 +29,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from actors.stream_actor import get_manager
     from cluster.runtime import init_ray
     from cluster.shutdown import GracefulStop
-    from serve.builder import new_run_dir, run_local
+    from serve.builder import latest_run_with_cameras, new_run_dir, run_local
     from serve.watch import ensure_token, release_ray, stop_cameras, summary
 
+    kept = latest_run_with_cameras(cfg) if not args.run_dir else None
+    if args.resume:
+        if kept is None:
+            sys.stderr.write(
+                f"nexara serve --resume: no run folder under {cfg.sinks.run_dir} keeps cameras added over the API "
+                "(cameras.json); start without --resume, or name the folder with --run-dir\n"
+            )
+            return 2
+        args.run_dir = str(kept)
+    elif kept is not None:
+        sys.stdout.write(
+            f"note: {kept} keeps cameras added over the API; they are not started in a new run folder. "
+            f"`nexara serve --resume` (or --run-dir {kept}) serves on it again and restores them\n"
+        )
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.port is not None:
@@ -102,7 +116,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sv = sub.add_parser("serve", help="run the Serve app locally, or `serve build` its Serve config")
     sv.add_argument("action", nargs="?", choices=["run", "build"], default="run")
     sv.add_argument("--out", help="build: write the Serve config here (default stdout)")
-    sv.add_argument("--run-dir", help="folder for the event log and clips")
+    sv.add_argument("--run-dir", help="folder for the event log and clips (default: sinks.run_dir/<timestamp>)")
+    sv.add_argument(
+        "--resume",
+        action="store_true",
+        help="serve on the newest run folder that keeps cameras added over the API, restoring them",
+    )
     sv.add_argument("--port", type=int, help="override serve.port")
     sv.add_argument("--stop-timeout", type=float, default=60.0, help=_STOP_HELP)
     sv.set_defaults(func=cmd_serve)
