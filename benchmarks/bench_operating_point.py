@@ -113,13 +113,34 @@ def play(clips: list[list[Window]], t0: float = 0.0) -> tuple[list[Window], list
     return out, starts
 
 
+# per-camera baseline (measured, not in the live path): None = off, else (margin, history, warm-up windows)
+BASELINE: tuple[float, int, int] | None = None
+
+
+def baselined(stream: list[Window], enter: float) -> list[Window]:
+    """The stream's scores against the camera's own recent ones: once ``warm-up`` windows were seen, a window
+    counts toward a start only above ``median(last history windows) + margin`` as well as above ``enter``
+    (the score is lowered by how far that bar sits above ``enter``); before that, the plain score."""
+    if BASELINE is None:
+        return stream
+    margin, history, warmup = BASELINE
+    out, past = [], []
+    for w in stream:
+        p = w.p
+        if len(past) >= warmup:
+            p = max(0.0, p - max(0.0, float(np.median(past[-history:])) + margin - enter))
+        out.append(Window(w.start_s, w.end_s, p))
+        past.append(w.p)
+    return out
+
+
 def alerts(stream: list[Window], cfg: object, camera: str = "replay") -> list[float]:
     """Start times (``at_s``) of the alerts the live confirmation rule raises on ``stream``."""
     from actors.confirmation import Confirmer
 
     c = Confirmer(camera, cfg)  # type: ignore[arg-type]
     starts = []
-    for w in stream:
+    for w in baselined(stream, cfg.enter_threshold):  # type: ignore[attr-defined]
         starts += [e.at_s for e in c.push(w.start_s, w.end_s, w.p) if e.kind == "start"]
     return starts
 
@@ -206,7 +227,17 @@ def main() -> None:
         help="replay the cascade (serve.cascade): windows whose MEMBER probability is below THRESHOLD get that "
         "probability instead of the model's; prints what it gates",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="MARGIN:HISTORY:WARMUP",
+        help="replay with a per-camera baseline: a window must also exceed the median of the camera's last HISTORY "
+        "window scores + MARGIN, once WARMUP windows were seen (e.g. 0.4:60:5)",
+    )
     args = ap.parse_args()
+    if args.baseline:
+        global BASELINE
+        m, h, w = args.baseline.split(":")
+        BASELINE = (float(m), int(h), int(w))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("actors.confirmation").setLevel(logging.WARNING)
     from nexara.config import load_config

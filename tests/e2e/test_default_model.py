@@ -1,4 +1,4 @@
-"""The shipped default model (2026.11.25-1: I3D windows with the motion view + flow statistics) end to end:
+"""The shipped default model (2026.12.07-1: I3D windows with the motion view + flow statistics) end to end:
 its manifest records the window recipe the live path cuts, and `nexara predict` scores a real clip with it,
 one window per 2 s (the other e2e tests run the CPU-light motion model, see tests/conftest.py)."""
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_shipped_default_is_the_clip_model_with_its_window_recipe() -> None:
     man = read_manifest(SHIPPED_MODEL_DIR)  # checks every member file's SHA-256
     assert man.backbone == "i3d_kinetics400" and man.clip is not None
-    assert [m.name for m in man.members] == ["i3d_lr", "i3d_trees", "flow_trees"]
+    assert [m.name for m in man.members] == ["i3d_lr", "i3d_attn", "i3d_rf", "flow_trees"]
     fc = feature_config(man)
     assert fc.clip == get_clip_spec("i3d_kinetics400")  # the registered profile: 32 frames / 2 s + motion view
     assert fc.clip.motion_crop == 0.5 and fc.clip_aggregation == "max" and man.window_hop_s == 1.0
@@ -43,7 +43,7 @@ def test_predict_with_the_shipped_default_on_a_real_fight(shared_clips: Path) ->
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (rec,) = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-    assert rec["model_version"] == "2026.11.25-1"
-    assert set(rec["members"]) == {"i3d_lr", "i3d_trees", "flow_trees"}
+    assert rec["model_version"] == "2026.12.07-1"
+    assert set(rec["members"]) == {"i3d_lr", "i3d_attn", "i3d_rf", "flow_trees"}
     assert rec["frames_used"] == 3 * 32
     assert 0.0 <= rec["violence_probability"] <= 1.0 and rec["confidence"] in {"HIGH", "MEDIUM", "LOW"}
