@@ -117,6 +117,26 @@ def release_ray(*, started_ray: bool) -> None:
         serve.shutdown()
 
 
+class LogTail:
+    """The complete lines appended to a file since the tail was made (or since the last call). When the file
+    shrinks (retention compacted the log) it goes on from the new end, so nothing is printed twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new_lines(self) -> list[bytes]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            self.offset = min(self.offset, os.fstat(f.fileno()).st_size)
+            f.seek(self.offset)
+            data = f.read()
+        cut = data.rfind(b"\n") + 1
+        self.offset += cut
+        return [raw for raw in data[:cut].splitlines() if raw.strip()]
+
+
 def watch(
     cfg: NexaraConfig,
     cameras: list[CameraConfig],
@@ -154,6 +174,8 @@ def watch(
             run_local(cfg, run_dir)
             out.write(f"serving on http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix}\n")
             out.flush()
+            log_path = run_dir / cfg.sinks.event_log
+            tail = LogTail(log_path)  # from the log's end now: an earlier run's events in this folder are not news
             manager = get_or_create_manager(cfg.model_dump(mode="json"), str(run_dir), cfg.serve.app_name)
             started = 0
             for cam in cameras:
@@ -170,24 +192,12 @@ def watch(
             out.flush()
             if not started:
                 return 0 if stop is not None and stop.requested.is_set() else 2
-            log_path = run_dir / cfg.sinks.event_log
             console = ConsoleSink(stream=out) if cfg.sinks.console else None
-            offset = 0
             t_end = None if duration_s is None else time.monotonic() + duration_s
 
             def drain() -> None:
-                nonlocal offset
-                if not log_path.exists():
-                    return
-                with log_path.open("rb") as f:
-                    # retention compacted (shrank) the log: go on from its end, printing nothing twice
-                    offset = min(offset, os.fstat(f.fileno()).st_size)
-                    f.seek(offset)
-                    data = f.read()
-                cut = data.rfind(b"\n") + 1
-                offset += cut
-                for raw in data[:cut].splitlines():
-                    if raw.strip() and console is not None and not is_review_line(raw):
+                for raw in tail.new_lines():
+                    if console is not None and not is_review_line(raw):
                         try:
                             console.submit(EventRecord.model_validate_json(raw).model_dump(mode="json"))
                         except Exception:
