@@ -198,9 +198,11 @@ def test_model_v2_config() -> None:
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "model-v2.yaml")
     assert backbone_kind(cfg.model.backbone) == "clip" and cfg.features.motion
     members = {m.name: m for m in cfg.training.members}
-    assert list(members) == ["i3d_lr", "i3d_trees", "flow_trees"]
+    assert list(members) == ["i3d_lr", "i3d_attn", "i3d_rf", "flow_trees"]
     assert members["i3d_lr"].head == "probe" and members["i3d_lr"].head_kwargs["hidden"] == 0
-    for name, source in (("i3d_trees", "appearance"), ("flow_trees", "motion")):
+    assert members["i3d_attn"].head == "attention" and members["i3d_attn"].input == "appearance"
+    assert cfg.training.threshold_mode == "balanced"
+    for name, source, kind in (("i3d_rf", "appearance", "random_forest"), ("flow_trees", "motion", "extra_trees")):
         m = members[name]
         assert m.head == "forest" and m.input == source
-        assert m.head_kwargs == {"kind": "extra_trees", "n_trees": 500, "max_features": "sqrt", "min_samples_leaf": 2}
+        assert m.head_kwargs == {"kind": kind, "n_trees": 500, "max_features": "sqrt", "min_samples_leaf": 2}
