@@ -182,7 +182,7 @@ def watch(
                 if stop is not None and stop.requested.is_set():
                     break
                 try:
-                    ray.get(manager.add.remote(cam.model_dump(mode="json")))
+                    ray.get(manager.add.remote(cam.model_dump(mode="json"), persist=False))
                     started += 1
                     out.write(f"watching {cam.id}: {cam.url}\n")
                 except Exception as exc:

@@ -208,7 +208,7 @@ class ConsoleRoutes:
         await self._principal(request, "admin", change=True)
         camera = await self._check_source(await self._json_body(request))
         try:
-            return (await self.manager.add.remote(camera)).to_dict()  # type: ignore[no-any-return]
+            return (await self.manager.add.remote(camera, persist=True)).to_dict()  # type: ignore[no-any-return]
         except Exception as exc:
             raise _camera_error(exc) from None
 
