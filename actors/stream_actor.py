@@ -248,7 +248,8 @@ class CameraManager:
                     self.resolved.pop(cam.id, None)
                     ray.kill(actor)
                     raise CameraError(
-                        "camera_failed", f"camera {cam.id} not started: {self.store.path} could not be written: {exc}"
+                        "camera_not_saved",
+                        f"camera {cam.id} not started: {self.store.path} could not be written: {exc}",
                     ) from None
             return status
 

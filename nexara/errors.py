@@ -220,6 +220,8 @@ HTTP_STATUS: dict[str, int] = {
     "camera_exists": 409,
     "no_capacity": 503,
     "camera_restarting": 503,
+    # the server could not keep an API camera in its run folder (cameras.json): not the caller's doing
+    "camera_not_saved": 503,
     # events and clips
     "event_not_found": 404,
     "no_clip": 404,

@@ -22,7 +22,11 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorBody, "description": "The request could not be used (the code says why)."},
-    503: {"model": ErrorBody, "description": "No capacity for another camera (no_capacity)."},
+    503: {
+        "model": ErrorBody,
+        "description": "Not now: no capacity for another camera (no_capacity), a camera restarting "
+        "(camera_restarting), or a camera's config not saved in the run folder (camera_not_saved).",
+    },
 }
 """Responses of every route (FastAPI's own 422 shape, ``{"detail": [...]}``, is never sent)."""
 

@@ -128,6 +128,13 @@ def test_api_cameras_come_back_on_a_new_manager_and_removed_ones_do_not(
     # a graceful stop keeps the cameras for the next start
     ray.get(manager.stop_all.remote())
     assert [c["id"] for c in json.loads((run_dir / "cameras.json").read_text())["cameras"]] == ["keep"]
+    # the server cannot keep a new camera (its cameras.json replaced by a folder): 503, and it is not started
+    (run_dir / "cameras.json").unlink()
+    (run_dir / "cameras.json").mkdir()
+    r = client.post("/v1/cameras", json={"id": "unsaved", "url": clip})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "camera_not_saved", r.text
+    assert "could not be written" in r.json()["error"]["message"]
+    assert "unsaved" not in {c["source_id"] for c in client.get("/v1/cameras").json()["cameras"]}
 
 
 def test_refused_and_corrupt_stores_are_reported_and_the_manager_goes_on(
