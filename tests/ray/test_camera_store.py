@@ -69,6 +69,7 @@ def app(ray_local: None, shared_clips: Path, tmp_path: Path) -> Iterator[dict[st
         ray.kill(get_manager(APP))
     except ValueError:
         pass
+    serve.shutdown()  # the HTTP proxy too: a later test's app starts its own on its own port
 
 
 def _wait_streaming(manager: Any, camera_id: str, timeout_s: float = 120) -> Any:
