@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from events_factory import make_event  # noqa: E402
+from webhook_receiver import serve_hooks  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -45,21 +45,13 @@ class Receiver:
         lock = threading.Lock()
         answers = self.answers
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                status = 400 if body.get("tier") == "LOW" else 204
-                with lock:
-                    answers.append((str(self.headers.get("webhook-id")), status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        def respond(headers: dict[str, str], raw: bytes) -> int:
+            status = 400 if json.loads(raw).get("tier") == "LOW" else 204
+            with lock:
+                answers.append((str(headers.get("webhook-id")), status))
+            return status
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_hooks(respond)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from events_factory import make_event  # noqa: E402
+from webhook_receiver import serve_hooks  # noqa: E402
 
 
 def new_secret() -> str:
@@ -57,30 +57,19 @@ class VerifyingReceiver:
         verifier = Webhook(self.secret)
         lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = dict(self.headers.items())
-                try:
-                    verified: Any = verifier.verify(body, headers)
-                except WebhookVerificationError as exc:
-                    verified = exc
-                with lock:
-                    n = len(receiver.deliveries)
-                    receiver.deliveries.append(Delivery(headers, body, verified))
-                if n < receiver.fail_first:
-                    status = 503
-                else:
-                    status = 400 if isinstance(verified, WebhookVerificationError) else 204
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        def respond(headers: dict[str, str], body: bytes) -> int:
+            try:
+                verified: Any = verifier.verify(body, headers)
+            except WebhookVerificationError as exc:
+                verified = exc
+            with lock:
+                n = len(receiver.deliveries)
+                receiver.deliveries.append(Delivery(headers, body, verified))
+            if n < receiver.fail_first:
+                return 503
+            return 400 if isinstance(verified, WebhookVerificationError) else 204
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_hooks(respond)
         return self
 
     @property
