@@ -62,14 +62,19 @@ def new_run_dir(cfg: NexaraConfig, name: str | None = None) -> Path:
 def latest_run_with_cameras(cfg: NexaraConfig) -> Path | None:
     """The newest run folder under ``sinks.run_dir`` that keeps cameras added over the API (``cameras.json``
     listing at least one), or None. What ``nexara serve --resume`` serves on again."""
-    from actors.camera_store import STORE_FILE, CameraStore
+    import json
+
+    from actors.camera_store import STORE_FILE
 
     root = Path(cfg.sinks.run_dir)
-    found = [p.parent for p in root.glob(f"*/{STORE_FILE}") if p.is_file()] if root.is_dir() else []
-    for run in sorted(found, key=lambda p: (p / STORE_FILE).stat().st_mtime, reverse=True):
-        cameras, _ = CameraStore.of_run_dir(run).load()
-        if cameras:
-            return run.resolve()
+    found = [p for p in root.glob(f"*/{STORE_FILE}") if p.is_file()] if root.is_dir() else []
+    for store in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:  # a look only: a bad file is the restoring manager's to report and set aside, not this scan's
+            cameras = json.loads(store.read_bytes()).get("cameras")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(cameras, list) and cameras:
+            return store.parent.resolve()
     return None
 
 
